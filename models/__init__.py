@@ -1,0 +1,53 @@
+"""The model zoo: faithful re-implementations of HVT, CvT, ViT-ResNAS and DeiT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .checkpoint import CheckpointInfo, load_checkpoint
+from .errors import CheckpointError, ModelError, UnknownModelError
+from .registry import ModelInfo, get_model_info, list_models, resolve_name
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointInfo",
+    "ModelError",
+    "ModelInfo",
+    "UnknownModelError",
+    "create_model",
+    "get_model_info",
+    "list_models",
+    "load_checkpoint",
+    "resolve_name",
+]
+
+
+def create_model(
+    name: str,
+    weights: str | Path | None = None,
+    *,
+    use_ema: bool | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Build a zoo model in eval mode; load `weights` (a local official checkpoint) strictly if given.
+
+    The returned module carries `model.model_info` (the registry entry) and `model.weights_info`
+    (a `CheckpointInfo`, or None when randomly initialised).
+    """
+    info = get_model_info(name)
+    model = info.build(**overrides)
+    checkpoint = None
+    if weights is not None:
+        checkpoint = load_checkpoint(
+            model,
+            weights,
+            container_keys=info.checkpoint_keys,
+            state_dict_filter=info.checkpoint_filter,
+            use_ema=use_ema,
+        )
+    model.model_info = info
+    model.weights_info = checkpoint
+    return model.eval()

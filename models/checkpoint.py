@@ -1,0 +1,150 @@
+"""Loading official checkpoints: safe unpickling, container unwrapping, strict key matching."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import pickle
+import zipfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+
+# Official HVT and ViT-ResNAS checkpoints pickle their argparse.Namespace next to the weights;
+# that class (plain attribute storage) is the only non-tensor type we allow the unpickler to build.
+SAFE_CHECKPOINT_GLOBALS = [argparse.Namespace]
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    path: str
+    sha256: str
+    container_key: str | None  # e.g. "model" or "model_ema"; None for a bare state dict
+    num_tensors: int
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """`torch.load(weights_only=True)` with a clear error for every way a file can be wrong."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"weights file {path} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"weights path {path} is not a file")
+    try:
+        with torch.serialization.safe_globals(SAFE_CHECKPOINT_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights only" in str(exc).lower() or "unsupported global" in str(exc).lower():
+            raise CheckpointError(
+                f"{path} pickles objects other than tensors and argparse.Namespace ({first_line}); "
+                "refusing to unpickle untrusted code: re-save it as a plain state_dict"
+            ) from None
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({first_line})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?): {first_line}"
+        ) from None
+
+
+def unwrap_state_dict(
+    obj: Any, container_keys: Iterable[str], use_ema: bool | None = None
+) -> tuple[dict[str, torch.Tensor], str | None]:
+    """Find the weights inside a training container ({'model': ..., 'optimizer': ...}) or a bare dict.
+
+    `use_ema`: None follows `container_keys` order, True requires 'model_ema', False skips it.
+    """
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"checkpoint holds a {type(obj).__name__}, not a state dict or container")
+    keys = list(container_keys)
+    if use_ema is True:
+        if "model_ema" not in obj:
+            raise CheckpointError(
+                "checkpoint has no 'model_ema' weights "
+                f"(it holds: {', '.join(map(str, obj.keys()))}); drop --ema"
+            )
+        keys = ["model_ema"]
+    elif use_ema is False:
+        keys = [k for k in keys if k != "model_ema"]
+    for key in keys:
+        inner = obj.get(key)
+        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            return _strip_prefix(dict(inner)), key
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return _strip_prefix(dict(obj)), None
+    raise CheckpointError(
+        "checkpoint is a container without model weights under any of "
+        f"{keys} (it holds: {', '.join(map(str, obj.keys()))})"
+    )
+
+
+def _strip_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # DistributedDataParallel saves every key under 'module.'.
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        return {k[len("module.") :]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def _summarise(names: list[str], limit: int = 6) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Strict load that names every missing, unexpected and mis-shaped key in one error."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    misshaped = [
+        f"{k} {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_summarise(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_summarise(unexpected)}")
+    if misshaped:
+        problems.append(f"mis-shaped keys: {_summarise(misshaped, 4)}")
+    if problems:
+        raise CheckpointError(
+            "checkpoint does not match the model (wrong variant?): " + "; ".join(problems)
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_checkpoint(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    container_keys: Iterable[str] = ("model", "state_dict"),
+    state_dict_filter=None,
+    use_ema: bool | None = None,
+) -> CheckpointInfo:
+    raw = read_checkpoint(path)
+    state_dict, container_key = unwrap_state_dict(raw, container_keys, use_ema)
+    if state_dict_filter is not None:
+        state_dict = state_dict_filter(state_dict, model)
+    load_state_dict_strict(model, state_dict)
+    return CheckpointInfo(
+        path=str(path),
+        sha256=file_sha256(path),
+        container_key=container_key,
+        num_tensors=len(state_dict),
+    )

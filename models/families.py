@@ -1,0 +1,3 @@
+"""Imports every family module so that its variants register themselves."""
+
+from . import deit, hvt  # noqa: F401

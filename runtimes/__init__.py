@@ -1,0 +1,57 @@
+"""Runtime adapters behind one interface; each runtime's library is imported only when used."""
+
+from __future__ import annotations
+
+import importlib
+
+from .base import (
+    Availability,
+    Backend,
+    BuildOptions,
+    BuildResult,
+    EngineLoadError,
+    InputMismatchError,
+    ModelSource,
+    Runner,
+    RuntimeAdapterError,
+    RuntimeUnavailableError,
+    TensorSpec,
+)
+
+# target name -> "module:Class". Adding a runtime is one line here plus its module.
+BACKENDS: dict[str, str] = {
+    "torch": "runtimes.torch_backend:TorchBackend",
+    "onnxruntime": "runtimes.ort_backend:OrtBackend",
+}
+
+__all__ = [
+    "BACKENDS",
+    "Availability",
+    "Backend",
+    "BuildOptions",
+    "BuildResult",
+    "EngineLoadError",
+    "InputMismatchError",
+    "ModelSource",
+    "Runner",
+    "RuntimeAdapterError",
+    "RuntimeUnavailableError",
+    "TensorSpec",
+    "get_backend",
+    "target_names",
+]
+
+
+def target_names() -> list[str]:
+    return list(BACKENDS)
+
+
+def get_backend(name: str) -> Backend:
+    if name not in BACKENDS:
+        import difflib
+
+        close = difflib.get_close_matches(name, BACKENDS, n=2)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise RuntimeAdapterError(f"unknown target {name!r}{hint} (targets: {', '.join(BACKENDS)})")
+    module_name, class_name = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)()
