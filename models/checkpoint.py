@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import pickle
+import re
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -48,13 +49,17 @@ def read_checkpoint(path: str | Path) -> Any:
         with torch.serialization.safe_globals(SAFE_CHECKPOINT_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights only" in str(exc).lower() or "unsupported global" in str(exc).lower():
+        foreign = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if foreign:
             raise CheckpointError(
-                f"{path} pickles objects other than tensors and argparse.Namespace ({first_line}); "
+                f"{path} pickles {foreign.group(1)}, which is neither a tensor nor argparse.Namespace; "
                 "refusing to unpickle untrusted code: re-save it as a plain state_dict"
             ) from None
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({first_line})") from None
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
+        reason = detail.group(1).strip().splitlines()[0] if detail else type(exc).__name__
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (corrupt or not a .pth file: {reason})"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(

@@ -1,0 +1,65 @@
+"""Inputs for parity and calibration: seeded tensors, or images preprocessed as each model expects.
+
+Preprocessing is the zoo's eval transform (resize the shorter side to size/crop_pct, centre crop,
+normalise) done with Pillow and numpy, so no torchvision is needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DeployError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm"}
+_RESAMPLE = {"bicubic": 3, "bilinear": 2, "nearest": 0}  # PIL.Image.Resampling values
+
+
+def seeded_batch(input_size: tuple[int, ...], batch: int, seed: int) -> np.ndarray:
+    """Standard-normal images: what a normalised photo looks like to the first layer, on average."""
+    return np.random.default_rng(seed).standard_normal((batch, *input_size)).astype(np.float32)
+
+
+def preprocess(image, input_size: tuple[int, int, int], mean, std, interpolation: str = "bicubic",
+               crop_pct: float = 0.875) -> np.ndarray:
+    """A PIL image -> a (C, H, W) float32 array, the model's eval transform."""
+    _, height, width = input_size
+    image = image.convert("RGB")
+    scale = int(round(height / crop_pct))
+    w, h = image.size
+    if w <= h:
+        new_w, new_h = scale, max(1, int(round(h * scale / w)))
+    else:
+        new_w, new_h = max(1, int(round(w * scale / h))), scale
+    image = image.resize((new_w, new_h), resample=_RESAMPLE.get(interpolation, 3))
+    left, top = (new_w - width) // 2, (new_h - height) // 2
+    image = image.crop((left, top, left + width, top + height))
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    array = (array - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def image_files(folder: Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DeployError(f"image folder {folder} does not exist")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DeployError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
+    return files
+
+
+def load_images(folder: Path, info, limit: int) -> np.ndarray:
+    """Up to `limit` images under `folder`, preprocessed for the model described by `info`."""
+    from PIL import Image
+
+    arrays = []
+    for path in image_files(folder)[:limit]:
+        try:
+            with Image.open(path) as image:
+                arrays.append(preprocess(image, info.input_size, info.mean, info.std,
+                                         info.interpolation, info.crop_pct))
+        except OSError as exc:
+            raise DeployError(f"cannot read image {path}: {exc}") from None
+    return np.stack(arrays)

@@ -1,0 +1,47 @@
+"""What runtimes this machine has, their versions and devices, and why a missing one is missing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import runtimes
+
+
+def runtime_report() -> list[dict[str, Any]]:
+    rows = []
+    for name in runtimes.target_names():
+        backend, status = probe(name)
+        extra = getattr(backend, "extra", None)
+        rows.append({
+            "runtime": name, "installed": status.available, "version": status.version,
+            "devices": list(status.devices), "can_build": status.can_build, "can_run": status.can_run,
+            "precisions": list(getattr(backend, "precisions", ())), "reason": status.reason,
+            "install": f"pip install -e .[{extra}]" if extra else "(default install)",
+        })
+    return rows
+
+
+def probe(name: str) -> tuple[runtimes.Backend | None, runtimes.Availability]:
+    """A backend and its availability; a broken install must not take the caller down with it."""
+    try:
+        backend = runtimes.get_backend(name)
+        return backend, backend.availability()
+    except Exception as exc:
+        return None, runtimes.Availability(False, None, f"probing failed: {type(exc).__name__}: {exc}")
+
+
+def format_report(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    for row in rows:
+        state = ("ready" if row["can_run"] else "build only") if row["installed"] else "missing"
+        version = row["version"] or "-"
+        lines.append(f"{row['runtime']:<12} {state:<10} {version:<14} "
+                     f"build={'yes' if row['can_build'] else 'no':<3} run={'yes' if row['can_run'] else 'no':<3} "
+                     f"precisions={','.join(row['precisions'])}")
+        if row["devices"]:
+            lines.append(f"{'':<12} devices: {', '.join(row['devices'])}")
+        if row["reason"]:
+            lines.append(f"{'':<12} why: {row['reason']}")
+        if not row["installed"]:
+            lines.append(f"{'':<12} install: {row['install']}")
+    return "\n".join(lines)

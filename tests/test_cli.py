@@ -1,0 +1,109 @@
+"""The CLI: one clear line and a non-zero exit for bad input, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from deploy.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "deploy", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_list_shows_the_zoo():
+    result = run_cli("list")
+    assert result.returncode == 0
+    assert "hvt_s_1" in result.stdout and "deit_s" in result.stdout and "78.00" in result.stdout
+
+
+def test_list_json():
+    rows = json.loads(run_cli("list", "--json").stdout)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["hvt_s_4"]["aliases"] == ["scale_hvt_ti_4"]
+    assert by_name["hvt_s_1"]["published_top1"] == 78.0
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["export", "hvt_q"], "unknown model 'hvt_q'; did you mean"),
+    (["export", "hvt_s", "--target", "tensorrtt"], "unknown target 'tensorrtt'; did you mean tensorrt"),
+    (["export", "hvt_s", "--weights", "/no/such.pth"], "weights file /no/such.pth does not exist"),
+    (["export", "hvt_s", "--int8"], "onnxruntime cannot build int8"),
+    (["bench", "hvt_s", "hvt_zz"], "unknown model 'hvt_zz'"),
+    (["inspect", "/no/such.onnx"], "not a readable ONNX model"),
+    (["export", "hvt_s", "--passes", "nope"], "unknown pass 'nope'"),
+])
+def test_bad_input_is_one_line(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+def test_mismatched_checkpoint_names_the_keys(tmp_path):
+    path = tmp_path / "deit.pth"
+    torch.save({"model": {"cls_token": torch.zeros(1, 1, 384)}}, path)
+    result = run_cli("export", "hvt_s_1", "--weights", str(path), "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "unexpected keys: cls_token" in result.stderr
+    assert "missing keys: pos_embed, patch_embed.proj.weight" in result.stderr
+    assert not (tmp_path / "hvt_s_1").exists()
+
+
+def test_unwritable_out(tmp_path):
+    (tmp_path / "f").write_text("x")
+    result = run_cli("export", "hvt_ti", "--out", str(tmp_path / "f" / "g"))
+    assert result.returncode == 2 and "cannot write to output folder" in result.stderr
+
+
+def test_doctor_reports_each_runtime():
+    rows = json.loads(run_cli("doctor", "--json").stdout)
+    by_name = {r["runtime"]: r for r in rows}
+    assert by_name["onnxruntime"]["can_run"] is True
+    assert {"torch", "onnxruntime", "openvino", "tensorrt", "coreml"} <= set(by_name)
+    for row in rows:
+        assert row["installed"] or row["reason"]  # a missing runtime says why
+
+
+def test_export_command(tmp_path, capsys):
+    assert main(["export", "hvt_ti", "--out", str(tmp_path), "--batch", "1", "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "pool1d-to-2d: 1 change(s)" in out and "PASS" in out
+    assert (tmp_path / "hvt_ti_1" / "onnxruntime-fp32" / "manifest.json").is_file()
+
+
+def test_bench_writes_results_json(tmp_path, capsys):
+    results = tmp_path / "results.json"
+    code = main(["bench", "hvt_ti_1", "--target", "onnxruntime", "--target", "torch", "--runs", "3",
+                 "--warmup", "0", "--out", str(tmp_path / "art"), "--json", str(results)])
+    assert code == 0
+    report = json.loads(results.read_text())
+    assert report["environment"]["cpu_count"] >= 1
+    assert [(r["target"], r["status"]) for r in report["results"]] == [("onnxruntime", "ok"), ("torch", "ok")]
+    for row in report["results"]:
+        assert set(row["latency_ms"]) >= {"p50", "p90", "p99", "mean", "min"}
+        assert row["latency_ms"]["min"] <= row["latency_ms"]["p50"] <= row["latency_ms"]["p99"]
+        assert row["throughput_ips"] > 0 and row["runs"] == 3
+        assert row["parity"]["passed"] is True and row["parity"]["top1_agreement"] == 1.0
+        assert row["params"] == 5_735_656 and row["macs"] == 642_000_000
+    assert "hvt_ti_1" in capsys.readouterr().out
+
+
+def test_bench_marks_missing_runtime_unavailable(tmp_path, monkeypatch):
+    from runtimes.base import Availability
+    from runtimes.ort_backend import OrtBackend
+
+    monkeypatch.setattr(OrtBackend, "availability",
+                        lambda self: Availability(False, None, "onnxruntime is not installed (test double)"))
+    results = tmp_path / "r.json"
+    assert main(["bench", "hvt_ti_1", "--target", "onnxruntime", "--runs", "2", "--warmup", "0",
+                 "--out", str(tmp_path), "--json", str(results)]) == 0
+    row = json.loads(results.read_text())["results"][0]
+    assert row["status"] == "unavailable" and "not installed" in row["error"]
+    assert row["latency_ms"] is None
