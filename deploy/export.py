@@ -22,6 +22,7 @@ import runtimes
 from runtimes import BuildOptions, ModelSource, TensorSpec
 
 from . import artifacts, onnx_export
+from .autotune import AutotuneSettings, select_passes
 from .data import load_images, seeded_batch
 from .errors import DeployError, ParityError
 from .parity import TOLERANCES, compare, summarise
@@ -37,7 +38,8 @@ class ExportRequest:
     weights: str | None = None
     use_ema: bool | None = None
     out: Path = Path("artifacts")
-    passes: str | None = "default"
+    passes: str | None = "default"  # default | none | auto | a,b | +a,-b
+    autotune: AutotuneSettings | None = None  # --passes auto's timing budget (None: defaults, DEPLOY_AUTO_*)
     opset: int | None = None
     batch: tuple[int, ...] = (1, 4)  # dynamic-batch range the engine must serve; parity runs at each
     threads: int | None = None
@@ -82,20 +84,26 @@ def export(request: ExportRequest, onnx_cache: dict | None = None) -> ExportResu
 
     final = artifacts.artifact_dir(out_root, info.name, profile.name, precision)
     with tempfile.TemporaryDirectory(dir=out_root, prefix=".work-") as work, artifacts.staging(final) as stage:
-        if backend.source_kind == "onnx":
-            source.onnx_path, manifest["onnx"] = _prepare_onnx(
-                deployable, info, request, profile, Path(work), onnx_cache)
         options = BuildOptions(
             precision=precision, batch=request.batch, threads=request.threads, device=request.device,
             calibration=_calibration(request, info, precision), extra=dict(request.extra),
         )
+        if backend.source_kind == "onnx":
+            def tune(proto):  # --passes auto: build, gate and time the profile's candidates here
+                return select_passes(proto, profile, precision, backend, options, input_specs[0],
+                                     onnx_export.OUTPUT_NAME, _reference(model), Path(work) / "auto",
+                                     request.autotune, request.seed)
+
+            source.onnx_path, manifest["onnx"] = _prepare_onnx(
+                deployable, info, request, profile, Path(work), onnx_cache, precision, tune)
         if options.calibration is not None:
             manifest["calibration"] = _calibration_note(request, len(options.calibration))
         build = backend.build(source, stage, options)
-        manifest["engine"] = {"files": list(build.files), "details": build.details}
+        manifest["engine"] = {"files": list(build.files), "details": build.details,
+                              "batches": list(build.batches) if build.batches else "dynamic"}
         manifest["inputs"] = [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in input_specs]
         manifest["outputs"] = [{"name": onnx_export.OUTPUT_NAME, "shape": ["batch", _num_classes(model)]}]
-        manifest["parity"] = _parity(backend, status, stage, build.files[0], options, source, model,
+        manifest["parity"] = _parity(backend, status, stage, build, options, source, model,
                                      precision, request)
         passed = manifest["parity"].get("passed")
         manifest["status"] = "ok" if passed is not False else "failed"
@@ -150,14 +158,28 @@ def _versions(target: str, runtime_version: str | None) -> dict[str, str | None]
     }
 
 
-def _prepare_onnx(model, info, request, profile, work: Path, cache: dict | None):
+def _prepare_onnx(model, info, request, profile, work: Path, cache: dict | None, precision: str = "fp32",
+                  tune=None):
     opset = request.opset or profile.opset
-    pass_names = resolve_passes(profile, request.passes)
-    key = (info.name, request.weights, request.use_ema, opset, tuple(pass_names))
+    base_key = (info.name, request.weights, request.use_ema, opset)
+    auto = None
+    if request.passes == "auto":
+        auto_key = ("auto", *base_key, profile.name, precision)
+        auto = cache.get(auto_key) if cache is not None else None
+        if auto is None:
+            auto = tune(_exported(model, info, opset, base_key, cache))
+            if cache is not None:
+                cache[auto_key] = auto
+        pass_names = list(auto["passes"])
+    else:
+        pass_names = resolve_passes(profile, request.passes)
+    # Precisions whose graph the export stage converts itself (fp16 with fp32 islands) append their pass.
+    pass_names += [name for name in profile.precision_passes.get(precision, ()) if name not in pass_names]
+    key = (*base_key, tuple(pass_names))
     if cache is not None and key in cache:
-        return cache[key]
-    proto = onnx_export.clean_up(onnx_export.export_onnx(model, info.input_size, opset))
-    proto, records = run_passes(proto, pass_names)
+        path, details = cache[key]
+        return path, ({**details, "auto": auto} if auto else details)
+    proto, records = run_passes(_exported(model, info, opset, base_key, cache), pass_names)
     onnx_export.check(proto)
     # A bench run shares one cache folder across targets; a lone export works in its own temp folder.
     folder = Path(cache["dir"]) if cache is not None and "dir" in cache else work
@@ -170,7 +192,26 @@ def _prepare_onnx(model, info, request, profile, work: Path, cache: dict | None)
     }
     if cache is not None:
         cache[key] = (path, details)
-    return path, details
+    return path, ({**details, "auto": auto} if auto else details)
+
+
+def _exported(model, info, opset: int, base_key: tuple, cache: dict | None):
+    """The cleaned-up export before any pass, shared by every pass list (and `auto`'s candidates)."""
+    key = ("clean", *base_key)
+    if cache is not None and key in cache:
+        return cache[key]
+    proto = onnx_export.clean_up(onnx_export.export_onnx(model, info.input_size, opset))
+    if cache is not None:
+        cache[key] = proto
+    return proto
+
+
+def _reference(model):
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(x)).numpy()
+
+    return run
 
 
 def _calibration(request: ExportRequest, info, precision: str) -> list[dict[str, np.ndarray]] | None:
@@ -194,7 +235,7 @@ def _num_classes(model) -> int:
     return int(getattr(model, "num_classes", 0) or 0)
 
 
-def _parity(backend, status, stage, engine_file, options, source, model, precision, request) -> dict:
+def _parity(backend, status, stage, build, options, source, model, precision, request) -> dict:
     tolerance = TOLERANCES[precision]
     record: dict[str, Any] = {"tolerance": {"max_abs_rel": tolerance.max_abs_rel,
                                             "min_cosine": tolerance.min_cosine},
@@ -203,8 +244,10 @@ def _parity(backend, status, stage, engine_file, options, source, model, precisi
         record.update(passed=None, skipped=f"{backend.name} cannot run here: {status.reason}")
         return record
     reports = []
-    with backend.load(stage, engine_file, options, source.input_specs, source.output_names) as runner:
-        for batch in sorted(set(request.batch)):
+    # A static-shape engine is checked at the batches it serves; a dynamic one at every requested batch.
+    batches = sorted(set(build.batches or request.batch))
+    with backend.load(stage, build.files[0], options, source.input_specs, source.output_names) as runner:
+        for batch in batches:
             x = seeded_batch(tuple(source.input_specs[0].shape[1:]), batch, request.seed + batch)
             with torch.inference_mode():
                 reference = model(torch.from_numpy(x)).numpy()

@@ -22,6 +22,9 @@ from .base import (
 BACKENDS: dict[str, str] = {
     "torch": "runtimes.torch_backend:TorchBackend",
     "onnxruntime": "runtimes.ort_backend:OrtBackend",
+    "openvino": "runtimes.openvino_backend:OpenVINOBackend",
+    "tensorrt": "runtimes.tensorrt_backend:TensorRTBackend",
+    "coreml": "runtimes.coreml_backend:CoreMLBackend",
 }
 
 __all__ = [

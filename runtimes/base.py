@@ -96,6 +96,8 @@ class ModelSource:
 class BuildResult:
     files: tuple[str, ...]  # relative to the artifact folder; the first is the engine to load
     details: dict[str, Any] = field(default_factory=dict)
+    # Batch sizes a static-shape engine accepts (Core ML); None for a dynamic batch.
+    batches: tuple[int, ...] | None = None
 
 
 class Runner(abc.ABC):

@@ -14,7 +14,6 @@ from deploy.errors import DeployError, OutputDirError, ParityError
 from deploy.export import ExportRequest, export, load_artifact
 from runtimes.ort_backend import OrtBackend
 
-
 # Every 224-input variant, with the number of token pools the rewrite must find and BatchNorms folded.
 ZOO_224 = {
     "hvt_ti_1": (1, 0), "hvt_s_0": (0, 0), "hvt_s_1": (1, 0), "hvt_s_2": (2, 0), "hvt_s_3": (3, 0),

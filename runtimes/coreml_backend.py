@@ -1,0 +1,318 @@
+"""Core ML backend: nn.Module -> torch.export -> coremltools -> `model.mlpackage` (an ML program).
+
+Conversion works anywhere coremltools installs; prediction (`MLModel.predict`) exists only on macOS,
+so on Linux the artifact is built and checked through `describe_mlprogram` instead of run.
+
+Why torch.export and not jit.trace: with torch 2.13 and coremltools 9.0, converting a traced HVT
+failed on a reshape with traced sizes, while the exported, decomposed program converted.
+
+Precisions: fp16 (Core ML's default, the only one the Neural Engine runs), fp32 (keeps the model
+off the Neural Engine), int8 (fp16 compute with int8 linear-symmetric weights from
+`coremltools.optimize.coreml.linear_quantize_weights`). The batch is static by default: the first
+entry of `BuildOptions.batch`, recorded in the details. `extra["batch_shapes"] = "enumerated"`
+instead exports a dynamic batch and converts it to `ct.EnumeratedShapes` over every listed batch
+(default: the first), which Core ML can still plan for the Neural Engine, unlike a RangeDim.
+Inputs and outputs stay fp32 (a cast is inserted), so callers feed the same arrays as to every
+other backend.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import (
+    Availability,
+    Backend,
+    BuildOptions,
+    BuildResult,
+    EngineLoadError,
+    ModelSource,
+    Runner,
+    RuntimeAdapterError,
+    RuntimeUnavailableError,
+    TensorSpec,
+)
+
+COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
+BATCH_SHAPES = ("static", "enumerated")
+RUN_REASON = "Core ML prediction runs only on macOS"
+# Ops whose presence says how attention was converted (fused op needs an iOS18/macOS15 target).
+ATTENTION_OPS = ("scaled_dot_product_attention", "matmul", "softmax")
+# coremltools' default: weight tensors with fewer elements stay fp16 (small layers gain nothing).
+DEFAULT_WEIGHT_THRESHOLD = 2048
+QUANTIZED_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
+
+
+def can_predict_here() -> bool:
+    return platform.system() == "Darwin"
+
+
+def compute_units(name: str | None):
+    import coremltools as ct
+
+    name = (name or "ALL").upper()
+    if name not in COMPUTE_UNITS:
+        raise RuntimeAdapterError(f"Core ML compute_units {name!r} is not one of {', '.join(COMPUTE_UNITS)}")
+    return ct.ComputeUnit[name]
+
+
+def deployment_target(name: str | None):
+    """`ct.target` member for a name like "iOS17" or "macOS15"; None keeps coremltools' default."""
+    import coremltools as ct
+
+    if name is None:
+        return None
+    targets = ct.target.__members__
+    if name not in targets:
+        raise RuntimeAdapterError(
+            f"Core ML minimum_deployment_target {name!r} is unknown; use one of {', '.join(targets)}"
+        )
+    return targets[name]
+
+
+def static_batch(batch) -> int:
+    batches = list(batch or (1,))
+    if not batches or not all(isinstance(b, int) and b > 0 for b in batches):
+        raise RuntimeAdapterError(f"batch sizes must be positive ints, got {batch!r}")
+    return batches[0]
+
+
+def static_shape(spec: TensorSpec, batch: int) -> tuple[int, ...]:
+    """The spec's shape with its dynamic leading dim set to `batch`; other dims must be static."""
+    shape = []
+    for i, dim in enumerate(spec.shape):
+        if isinstance(dim, int):
+            shape.append(dim)
+        elif i == 0:
+            shape.append(batch)
+        else:
+            raise RuntimeAdapterError(
+                f"Core ML builds static shapes; input {spec.name!r} has dynamic dim {i} ({dim!r})"
+            )
+    return tuple(shape)
+
+
+def _dtype_name(proto_value: int) -> str:
+    from coremltools.proto import MIL_pb2
+
+    return MIL_pb2.DataType.Name(proto_value).lower()
+
+
+def _walk_ops(block):
+    """All operations of a MIL block, including those in nested blocks (cond, while_loop)."""
+    for op in block.operations:
+        yield op
+        for inner in op.blocks:
+            yield from _walk_ops(inner)
+
+
+def _feature(feature) -> dict[str, Any]:
+    from coremltools.proto import FeatureTypes_pb2
+
+    array = feature.type.multiArrayType
+    dtype = FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(array.dataType).lower()
+    info = {"name": feature.name, "shape": tuple(int(d) for d in array.shape), "dtype": dtype}
+    if array.HasField("enumeratedShapes"):
+        info["enumerated_shapes"] = [tuple(int(d) for d in s.shape) for s in array.enumeratedShapes.shapes]
+    return info
+
+
+def describe_mlprogram(path: str | Path) -> dict[str, Any]:
+    """What a converted ML program contains: ops, inputs/outputs and compute precision.
+
+    Reads the spec only (no model load), so it works on Linux where prediction does not.
+    """
+    import coremltools as ct
+
+    try:
+        spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+    except Exception as exc:
+        raise EngineLoadError(f"cannot read {path} as a Core ML model: {_first_line(exc)}") from None
+    if spec.WhichOneof("Type") != "mlProgram":
+        raise EngineLoadError(f"{path} is a Core ML {spec.WhichOneof('Type')}, not an ML program")
+    function = spec.mlProgram.functions["main"]
+    ops = list(_walk_ops(function.block_specializations[function.opset]))
+    op_counts = Counter(op.type for op in ops)
+    dtypes = Counter(_dtype_name(out.type.tensorType.dataType) for op in ops if op.type != "const"
+                     for out in op.outputs if out.type.WhichOneof("type") == "tensorType")
+    return {
+        "spec_version": spec.specificationVersion,
+        "opset": function.opset,
+        "inputs": [_feature(f) for f in spec.description.input],
+        "outputs": [_feature(f) for f in spec.description.output],
+        "ops": dict(op_counts),
+        "op_types": sorted(op_counts),
+        "activation_dtypes": dict(dtypes),
+        "precision": _precision(dtypes),
+        "quantized_weights": any(op in op_counts for op in QUANTIZED_WEIGHT_OPS),
+        "fused_attention": "scaled_dot_product_attention" in op_counts,
+    }
+
+
+def _precision(dtypes: Counter) -> str:
+    floats = {name for name in dtypes if name.startswith(("float", "bfloat"))}
+    # fp16 programs keep fp32 only at the casts around fp32 inputs and outputs.
+    if "float16" in floats:
+        return "fp16"
+    return "fp32" if "float32" in floats else "unknown"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+class CoreMLRunner(Runner):
+    name = "coreml"
+
+    def __init__(self, path: Path, units: str | None = None):
+        super().__init__()
+        self.path = Path(path)
+        self.units = units
+        self.model = None
+
+    def _activate(self) -> None:
+        if not can_predict_here():
+            raise RuntimeUnavailableError(f"coreml: {RUN_REASON} (this is {platform.system()})")
+        import coremltools as ct
+
+        described = describe_mlprogram(self.path)
+        try:
+            self.model = ct.models.MLModel(str(self.path), compute_units=compute_units(self.units))
+        except Exception as exc:
+            raise EngineLoadError(f"Core ML cannot load {self.path}: {_first_line(exc)}") from None
+        # Enumerated batch shapes leave the batch dim open; Core ML checks the exact shape itself.
+        self.input_specs = [TensorSpec(f["name"], (None, *f["shape"][1:]) if "enumerated_shapes" in f
+                                       else f["shape"], "float32") for f in described["inputs"]]
+        self.output_names = [f["name"] for f in described["outputs"]]
+
+    def _deactivate(self) -> None:
+        self.model = None
+
+    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        inputs = {s.name: np.ascontiguousarray(feed[s.name], dtype=np.float32) for s in self.input_specs}
+        outputs = self.model.predict(inputs)
+        return {name: np.asarray(outputs[name], dtype=np.float32) for name in self.output_names}
+
+
+class CoreMLBackend(Backend):
+    name = "coreml"
+    extra = "coreml"
+    precisions = ("fp16", "fp32", "int8")
+    source_kind = "torch"
+    engine_file = "model.mlpackage"
+
+    def availability(self) -> Availability:
+        try:
+            import coremltools as ct
+        except ImportError as exc:
+            return Availability(False, None, f"coremltools is not installed ({exc})")
+        runs = can_predict_here()
+        return Availability(True, ct.__version__, "" if runs else RUN_REASON,
+                            ("ALL",) if runs else (), can_build=True, can_run=runs)
+
+    def build(self, source: ModelSource, out_dir: Path, options: BuildOptions) -> BuildResult:
+        self.check_precision(options.precision)
+        if source.module is None:
+            raise RuntimeAdapterError("coreml converts from the PyTorch module; ModelSource.module is None")
+        extra = options.extra or {}
+        batch, batches = batch_plan(options)
+        target_name = extra.get("minimum_deployment_target")
+        units_name = (extra.get("compute_units") or "ALL").upper()
+        mlmodel = _convert(source, batch, batches, options.precision, compute_units(units_name),
+                           deployment_target(target_name))
+        if options.precision == "int8":
+            mlmodel = _quantize_weights(mlmodel, extra.get("int8_weight_threshold", DEFAULT_WEIGHT_THRESHOLD))
+        path = Path(out_dir) / self.engine_file
+        mlmodel.save(str(path))
+        details = {"batch": batch, "batches": batches, "compute_units": units_name,
+                   "minimum_deployment_target": target_name or "coremltools default",
+                   **_build_details(describe_mlprogram(path), options.precision, units_name)}
+        return BuildResult(files=(self.engine_file,), details=details, batches=tuple(batches))
+
+    def load(self, artifact_dir: Path, engine_file: str, options: BuildOptions,
+             input_specs: list[TensorSpec] | None = None, output_names: list[str] | None = None) -> Runner:
+        path = Path(artifact_dir) / engine_file
+        if not path.exists():
+            raise EngineLoadError(f"engine {path} is missing; re-run export")
+        compute_units((options.extra or {}).get("compute_units"))  # fail early on a bad name
+        return CoreMLRunner(path, units=(options.extra or {}).get("compute_units"))
+
+
+def batch_plan(options: BuildOptions) -> tuple[int, list[int]]:
+    """(default batch, batches the program accepts): static unless batch_shapes="enumerated"."""
+    batch = static_batch(options.batch)
+    mode = (options.extra or {}).get("batch_shapes", "static")
+    if mode not in BATCH_SHAPES:
+        raise RuntimeAdapterError(f"batch_shapes {mode!r} is not one of {', '.join(BATCH_SHAPES)}")
+    return batch, sorted(set(options.batch)) if mode == "enumerated" else [batch]
+
+
+def _build_details(described: dict[str, Any], precision: str, units_name: str) -> dict[str, Any]:
+    ops = described["ops"]
+    details = {
+        "spec_version": described["spec_version"], "opset": described["opset"],
+        "compute_precision": "fp32" if precision == "fp32" else "fp16",
+        "weights": {"fp32": "fp32", "fp16": "fp16", "int8": "int8 linear_symmetric"}[precision],
+        "quantized_weight_tensors": sum(ops.get(op, 0) for op in QUANTIZED_WEIGHT_OPS),
+        "inputs": described["inputs"], "outputs": described["outputs"],
+        "fused_attention": described["fused_attention"], "can_run_here": can_predict_here(),
+    }
+    if precision == "fp32" and units_name in ("ALL", "CPU_AND_NE"):
+        details["note"] = "fp32 programs do not run on the Neural Engine; Core ML uses CPU/GPU"
+    return details
+
+
+def _convert(source: ModelSource, batch: int, batches: list[int], precision: str, units, target):
+    """ct.convert of the exported module; several `batches` make the batch dim enumerated."""
+    import coremltools as ct
+    import torch
+
+    # A batch-1 example would specialise a dynamic batch dim to 1: trace with the largest one.
+    example_batch = max(batches) if len(batches) > 1 else batch
+    example = tuple(torch.zeros(static_shape(spec, example_batch), dtype=getattr(torch, spec.dtype))
+                    for spec in source.input_specs)
+    dynamic = None
+    if len(batches) > 1:
+        dim = torch.export.Dim("batch", min=min(batches), max=max(batches))
+        dynamic = tuple({0: dim} for _ in example)
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            program = torch.export.export(source.module.eval(), example,
+                                          dynamic_shapes=dynamic).run_decompositions({})
+    except Exception as exc:
+        hint = "; try batch_shapes='static'" if dynamic else ""
+        raise RuntimeAdapterError(f"torch.export failed for Core ML: {_first_line(exc)}{hint}") from exc
+    inputs = [ct.TensorType(name=spec.name, shape=_input_shape(spec, batch, batches), dtype=np.float32)
+              for spec in source.input_specs]
+    outputs = [ct.TensorType(name=name, dtype=np.float32) for name in source.output_names]
+    compute = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
+    try:
+        return ct.convert(program, convert_to="mlprogram", inputs=inputs, outputs=outputs,
+                          compute_precision=compute, compute_units=units,
+                          minimum_deployment_target=target)
+    except Exception as exc:
+        raise RuntimeAdapterError(f"coremltools could not convert the model: {_first_line(exc)}") from exc
+
+
+def _input_shape(spec: TensorSpec, batch: int, batches: list[int]):
+    import coremltools as ct
+
+    if len(batches) == 1:
+        return static_shape(spec, batch)
+    return ct.EnumeratedShapes(shapes=[static_shape(spec, b) for b in batches],
+                               default=static_shape(spec, batch))
+
+
+def _quantize_weights(mlmodel, weight_threshold: int):
+    import coremltools.optimize.coreml as cto
+
+    config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
+        mode="linear_symmetric", dtype="int8", weight_threshold=int(weight_threshold)))
+    return cto.linear_quantize_weights(mlmodel, config=config)

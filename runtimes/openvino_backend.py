@@ -1,0 +1,276 @@
+"""OpenVINO backend: ONNX -> OpenVINO IR (`model.xml` + `model.bin`), run with the OpenVINO runtime.
+
+Precisions:
+- fp32: fp32 weights, and the runner pins `INFERENCE_PRECISION_HINT=f32`. Without the pin the CPU
+  plugin runs bf16 on CPUs with AVX512-BF16/AMX, which costs ~1e-2 relative error (seen here).
+- bf16: the same fp32 IR, run with `INFERENCE_PRECISION_HINT=bf16` (its own precision, not "fp32").
+- fp16: fp16-compressed weights (`save_model(compress_to_fp16=True)`). Inference precision is f16
+  where the device reports FP16 in `OPTIMIZATION_CAPABILITIES` (GPU, NPU, ARM CPUs); elsewhere f32,
+  because an `f16` hint on an x86 CPU without FP16 silently becomes bf16 (seen here with 2026.4).
+- int8: post-training quantization with NNCF on the calibration feeds; layers NNCF leaves in float
+  run at f32.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import (
+    Availability,
+    Backend,
+    BuildOptions,
+    BuildResult,
+    EngineLoadError,
+    ModelSource,
+    Runner,
+    RuntimeAdapterError,
+    TensorSpec,
+)
+
+PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
+# Devices that are not in `core.available_devices` but dispatch to the ones that are.
+VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+# "transformer" is NNCF's recommendation for ViTs (SmoothQuant, attention-aware scopes); "none" is
+# its generic scheme, which measured better on a tiny random-init HVT. Record which one was used.
+NNCF_MODEL_TYPES = ("transformer", "none", None)
+CONFIG_FILE = "openvino_config.json"
+_REPORTED_PROPERTIES = (
+    "INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS",
+)
+
+# The hint each precision pins; fp16 is decided per device in `inference_precision`.
+_PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+
+
+def one_line(exc: BaseException) -> str:
+    """The most telling line of an OpenVINO exception (they start with 'Exception from file:line')."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Exception from", "Check '"))]
+    return (useful or lines or [type(exc).__name__])[0][:300]
+
+
+def check_device(device: str, available: list[str] | tuple[str, ...]) -> str:
+    """Validate an OpenVINO device name against what this machine has; returns the name to use."""
+    base = device.split(":")[0].split(".")[0].upper()
+    if base in VIRTUAL_DEVICES:
+        return device
+    present = {d.upper() for d in available} | {d.split(".")[0].upper() for d in available}
+    if device.upper() not in present:
+        listed = ", ".join(available) or "none"
+        raise RuntimeAdapterError(
+            f"OpenVINO device {device!r} is not present here (available: {listed}; "
+            f"virtual: {', '.join(VIRTUAL_DEVICES)})"
+        )
+    return device
+
+
+def inference_precision(precision: str, device_capabilities: list[str] | tuple[str, ...]) -> tuple[str, str]:
+    """(INFERENCE_PRECISION_HINT value, why) for a precision on a device with these capabilities."""
+    if precision != "fp16":
+        return _PRECISION_HINTS[precision], f"{precision} pins {_PRECISION_HINTS[precision]}"
+    if "FP16" in device_capabilities:
+        return "f16", "fp16 weights, f16 inference (the device reports FP16)"
+    return "f32", ("fp16 weights decompressed to f32 at load: the device does not report FP16, and an "
+                   "f16 hint would fall back to bf16 on CPUs with AVX512-BF16")
+
+
+def runtime_config(options: BuildOptions, device: str, hint: str) -> dict[str, Any]:
+    """The compile_model properties for these options (also recorded in the build details)."""
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint}
+    extra = options.extra or {}
+    perf = extra.get("performance_hint")
+    if perf is not None:
+        perf = str(perf).upper()
+        if perf not in PERFORMANCE_HINTS:
+            raise RuntimeAdapterError(
+                f"OpenVINO performance_hint {perf!r} is not one of {', '.join(PERFORMANCE_HINTS)}"
+            )
+        config["PERFORMANCE_HINT"] = perf
+    streams = extra.get("num_streams")
+    if streams is not None:
+        if not (str(streams).upper() == "AUTO" or (isinstance(streams, int) and streams > 0)):
+            raise RuntimeAdapterError(
+                f"OpenVINO num_streams must be a positive int or 'AUTO', got {streams!r}"
+            )
+        config["NUM_STREAMS"] = str(streams).upper() if isinstance(streams, str) else streams
+    if options.threads and device.upper().startswith("CPU"):
+        # Only the CPU plugin has this property; other devices reject it.
+        config["INFERENCE_NUM_THREADS"] = int(options.threads)
+    return config
+
+
+def _tensor_spec(port) -> TensorSpec:
+    shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+    try:
+        dtype = np.dtype(port.get_element_type().to_dtype()).name
+    except Exception:  # element types numpy cannot express (e.g. bf16 IO) read as float32
+        dtype = "float32"
+    return TensorSpec(port.get_any_name(), shape, dtype)
+
+
+class OpenVINORunner(Runner):
+    name = "openvino"
+
+    def __init__(self, xml_path: Path, device: str, config: dict[str, Any]):
+        super().__init__()
+        self.xml_path = Path(xml_path)
+        self.device = device
+        self.config = dict(config)
+        self.compiled = None
+        self.request = None
+        # What the plugin actually runs with, read back after compiling.
+        self.effective: dict[str, str] = {}
+
+    def _activate(self) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        try:
+            model = core.read_model(str(self.xml_path))
+        except Exception as exc:
+            raise EngineLoadError(
+                f"OpenVINO cannot read {self.xml_path} (corrupt or not an OpenVINO IR?): {one_line(exc)}"
+            ) from None
+        try:
+            self.compiled = core.compile_model(model, self.device, self.config)
+        except Exception as exc:
+            raise EngineLoadError(f"OpenVINO cannot compile {self.xml_path} for {self.device}: "
+                                  f"{one_line(exc)}") from None
+        self.request = self.compiled.create_infer_request()
+        self.input_specs = [_tensor_spec(port) for port in self.compiled.inputs]
+        self.output_names = [port.get_any_name() for port in self.compiled.outputs]
+        self.effective = {key: self._property(key) for key in _REPORTED_PROPERTIES}
+
+    def _property(self, key: str) -> str | None:
+        try:
+            value = self.compiled.get_property(key)
+        except Exception:  # not every device exposes every property
+            return None
+        # Element types print as "<Type: 'float32'>"; their short name ("f32") is what hints use.
+        return value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+
+    def _deactivate(self) -> None:
+        self.request = None
+        self.compiled = None
+
+    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        inputs = {s.name: np.ascontiguousarray(feed[s.name], dtype=s.dtype) for s in self.input_specs}
+        try:
+            results = self.request.infer(inputs)
+        except Exception as exc:
+            raise RuntimeAdapterError(f"openvino: inference failed: {one_line(exc)}") from None
+        # The request reuses its output tensors on the next call: copy them out.
+        return {name: np.array(results[port]) for name, port in
+                zip(self.output_names, self.compiled.outputs, strict=True)}
+
+
+class OpenVINOBackend(Backend):
+    name = "openvino"
+    extra = "openvino"
+    precisions = ("fp32", "bf16", "fp16", "int8")
+    source_kind = "onnx"
+    engine_file = "model.xml"
+
+    def availability(self) -> Availability:
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            return Availability(False, None, f"the openvino package is not installed ({exc})")
+        devices = tuple(ov.Core().available_devices)
+        reason = "" if devices else "OpenVINO sees no device"
+        return Availability(True, ov.__version__.split("-")[0], reason, devices,
+                            can_build=True, can_run=bool(devices))
+
+    def build(self, source: ModelSource, out_dir: Path, options: BuildOptions) -> BuildResult:
+        import openvino as ov
+
+        self.check_precision(options.precision)
+        if source.onnx_path is None:
+            raise RuntimeAdapterError("openvino builds from an ONNX file; none was exported")
+        core = ov.Core()
+        device = check_device(options.device or "CPU", core.available_devices)
+        hint, why = inference_precision(options.precision, _capabilities(core, device))
+        config = runtime_config(options, device, hint)
+        try:
+            model = ov.convert_model(str(source.onnx_path))
+        except Exception as exc:
+            message = f"OpenVINO cannot convert {source.onnx_path}: {one_line(exc)}"
+            raise RuntimeAdapterError(message) from None
+        details: dict[str, Any] = {}
+        if options.precision == "int8":
+            model, details["int8"] = _quantize(model, options)
+        compress = options.precision == "fp16"
+        ov.save_model(model, str(Path(out_dir) / self.engine_file), compress_to_fp16=compress)
+        details.update({
+            "device": device, "runtime_config": config, "inference_precision": hint,
+            "inference_precision_reason": why, "weights": "fp16" if compress else
+            ("int8 (NNCF fake-quantize)" if options.precision == "int8" else "fp32"),
+            "openvino": ov.__version__.split("-")[0],
+        })
+        (Path(out_dir) / CONFIG_FILE).write_text(json.dumps(
+            {"device": device, "precision": options.precision, "config": config}, indent=2))
+        return BuildResult(files=(self.engine_file, "model.bin", CONFIG_FILE), details=details)
+
+    def load(self, artifact_dir: Path, engine_file: str, options: BuildOptions,
+             input_specs: list[TensorSpec] | None = None, output_names: list[str] | None = None) -> Runner:
+        path = Path(artifact_dir) / engine_file
+        if not path.is_file():
+            raise EngineLoadError(f"engine file {path} is missing; re-run export")
+        if not path.with_suffix(".bin").is_file():
+            raise EngineLoadError(f"{path.with_suffix('.bin')} (the IR weights) is missing; re-run export")
+        device, config = self._load_config(Path(artifact_dir), options)
+        return OpenVINORunner(path, device, config)
+
+    def _load_config(self, artifact_dir: Path, options: BuildOptions) -> tuple[str, dict[str, Any]]:
+        """The config saved at build time, with the device, threads and hints given at load on top.
+
+        The saved precision hint stays authoritative (a bf16 artifact must not run f32 because the
+        loader passed default options); it is recomputed only when the device changes.
+        """
+        import openvino as ov
+
+        saved_path = artifact_dir / CONFIG_FILE
+        saved = json.loads(saved_path.read_text()) if saved_path.is_file() else {}
+        core = ov.Core()
+        device = check_device(options.device or saved.get("device") or "CPU", core.available_devices)
+        hint = saved.get("config", {}).get("INFERENCE_PRECISION_HINT")
+        if hint is None or device != saved.get("device"):
+            precision = saved.get("precision", options.precision)
+            hint, _ = inference_precision(precision, _capabilities(core, device))
+        config = {**saved.get("config", {}), **runtime_config(options, device, hint)}
+        if not device.upper().startswith("CPU"):
+            config.pop("INFERENCE_NUM_THREADS", None)
+        return device, config
+
+
+def _capabilities(core, device: str) -> list[str]:
+    try:
+        return list(core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
+    except Exception:  # virtual devices (AUTO, ...) have no capability list of their own
+        return []
+
+
+def _quantize(model, options: BuildOptions):
+    """NNCF post-training quantization on the calibration feeds; returns (model, details)."""
+    if not options.calibration:
+        raise RuntimeAdapterError(
+            "openvino int8 needs calibration data (BuildOptions.calibration: a list of feed dicts, "
+            "~300 real samples); none was given"
+        )
+    model_type = (options.extra or {}).get("nncf_model_type", "transformer")
+    if model_type not in NNCF_MODEL_TYPES:
+        raise RuntimeAdapterError(f"nncf_model_type must be one of {NNCF_MODEL_TYPES}, got {model_type!r}")
+    try:
+        import nncf
+    except ImportError as exc:
+        raise RuntimeAdapterError(f"openvino int8 needs nncf: pip install -e .[openvino] ({exc})") from None
+    kwargs = {"model_type": nncf.ModelType.TRANSFORMER} if model_type == "transformer" else {}
+    samples = list(options.calibration)
+    quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples), **kwargs)
+    return quantized, {"calibration_samples": len(samples), "nncf": nncf.__version__,
+                       "nncf_model_type": model_type}
