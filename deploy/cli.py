@@ -1,4 +1,4 @@
-"""`python -m deploy list | export | bench | doctor | passes | inspect`.
+"""`python -m deploy list | export | bench | report | compare | doctor | passes | inspect`.
 
 Every user-fixable problem ends as one `error:` line and a non-zero exit; `--debug` shows tracebacks.
 """
@@ -24,6 +24,48 @@ def _precision_args(parser: argparse.ArgumentParser) -> None:
                            help=f"same as --precision {name}")
 
 
+def _bench_parsers(sub) -> None:
+    p = sub.add_parser("bench", help="latency percentiles, throughput, memory, parity and accuracy per device")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="models (default: the --device profile's)")
+    p.add_argument("--device", help="cpu | cuda | jetson | mac | auto, a user profile name or a .toml path: "
+                   "runtimes, precisions, batches, timing and settings to record (refused if not on that device)")
+    p.add_argument("--profiles", action="append", metavar="DIR", help="folder of user profiles (repeatable)")
+    p.add_argument("--target", action="append", help="repeatable (default: the profile's, else torch and onnxruntime)")
+    p.add_argument("--batch", type=int, action="append", help="repeatable (default: the profile's, else 1)")
+    _precision_args(p)
+    p.add_argument("--weights", help="checkpoint, when benchmarking one model")
+    p.add_argument("--passes", default="default", help="default | none | auto | a,b | +a,-b (as for export)")
+    p.add_argument("--runs", type=int, help="timed runs per cell (default: the profile's, else 50)")
+    p.add_argument("--duration", type=float, help="time each cell for this many seconds instead of --runs")
+    p.add_argument("--warmup", type=float, help="warm-up seconds per cell (default: the profile's, else 1)")
+    p.add_argument("--buffers", type=int, help="input buffers rotated through (default 4)")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dataset", help="top-1/top-5 per engine next to PyTorch's: 'digits' (shipped, for "
+                   "hvt_digits) or an image folder with one subfolder per class")
+    p.add_argument("--limit", type=int, help="at most this many dataset images (class-balanced)")
+    p.add_argument("--out", default="artifacts", help="where engines (and, without --json, results) are written")
+    p.add_argument("--json", help="results JSON, rewritten after every cell (default: OUT/bench-*.json)")
+    p.add_argument("--csv", help="also write the results as CSV")
+    p.add_argument("--md", help="also write the results as a markdown table")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run: skip cells --json has")
+    p.add_argument("--retry-failed", action="store_true", help="with --resume, run failed cells again")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="plain lines, no progress bar")
+
+    p = sub.add_parser("report", help="HTML report with plots and the MAC-to-latency fidelity table")
+    p.add_argument("results", nargs="+", metavar="RESULTS.json")
+    p.add_argument("--out", required=True, help="folder for index.html and the PNG plots")
+    p.add_argument("--baseline", default="deit_s", help="model the fidelity ratios are taken to (default deit_s)")
+    p.add_argument("--metric", default="p50", choices=["p50", "p90", "p95", "p99", "mean", "min"],
+                   help="latency statistic plotted and compared (default p50; min resists CPU contention)")
+
+    p = sub.add_parser("compare", help="latency differences between two results JSONs; non-zero past a threshold")
+    p.add_argument("old", metavar="OLD.json")
+    p.add_argument("new", metavar="NEW.json")
+    p.add_argument("--max-slowdown", default="5%", help="fail past this slowdown (e.g. 5%%, 0.05)")
+    p.add_argument("--metric", default="p50", choices=["p50", "p90", "p95", "p99", "mean", "min"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m deploy", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -43,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     ema.add_argument("--no-ema", dest="use_ema", action="store_const", const=False, help="load 'model' weights")
     p.add_argument("--out", default="artifacts", help="artifact root (default: artifacts/)")
     p.add_argument("--batch", type=int, action="append", help="batch sizes to serve and check (default 1 and 4)")
-    p.add_argument("--passes", default="default", help="default | none | a,b | +a,-b")
+    p.add_argument("--passes", default="default",
+                   help="default | none | auto (measure the target's candidate pass sets here, keep the fastest "
+                        "that passes parity) | a,b | +a,-b; `python -m deploy passes` lists them")
     p.add_argument("--opset", type=int, help="override the target's ONNX opset")
     p.add_argument("--threads", type=int, help="runtime threads")
     p.add_argument("--device", help="runtime device (e.g. OpenVINO CPU/GPU)")
@@ -53,19 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-gate", dest="gate", action="store_false",
                    help="keep an engine that fails parity (its manifest still says failed)")
 
-    p = sub.add_parser("bench", help="latency percentiles, throughput and parity per model and runtime")
-    p.add_argument("models", nargs="+", metavar="MODEL")
-    p.add_argument("--target", action="append", help="repeatable (default: torch and onnxruntime)")
-    p.add_argument("--batch", type=int, action="append", help="repeatable (default 1)")
-    _precision_args(p)
-    p.add_argument("--weights", help="checkpoint, when benchmarking one model")
-    p.add_argument("--passes", default="default")
-    p.add_argument("--runs", type=int, default=50, help="timed runs per cell")
-    p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per cell")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="artifacts", help="where engines are written")
-    p.add_argument("--json", help="write results JSON here")
+    _bench_parsers(sub)
 
     p = sub.add_parser("doctor", help="which runtimes are installed, their versions and devices")
     p.add_argument("--json", action="store_true")
@@ -138,29 +170,99 @@ def cmd_export(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from deploy import artifacts
-    from deploy.bench import BenchSettings, format_table, run_bench
+    from deploy import artifacts, bench
     from deploy.errors import DeployError
 
-    if args.weights and len(args.models) != 1:
+    profile, detection = _bench_profile(args)
+    names = args.models or list(profile.models if profile else [])
+    if not names:
+        raise DeployError("bench needs MODEL names, or a --device profile that names its models")
+    if args.weights and len(names) != 1:
         raise DeployError("--weights applies to one model; bench one model at a time with its checkpoint")
-    settings = BenchSettings(warmup_s=args.warmup, runs=args.runs, threads=args.threads, seed=args.seed)
-    if args.json:
-        artifacts.ensure_writable(Path(args.json).resolve().parent)
-
-    def progress(cell):
-        lat = cell.get("latency_ms") or {}
-        extra = f"p50 {lat['p50']:.2f} ms" if lat else (cell.get("error") or "")
-        print(f"  {cell['model']} {cell['target']} {cell['precision']} b{cell['batch']}: "
-              f"{cell['status']} {extra}", file=sys.stderr, flush=True)
-
-    report = run_bench(args.models, args.target or ["torch", "onnxruntime"], args.batch or [1],
-                       args.precision, settings, Path(args.out), args.passes, args.weights, progress)
-    print(format_table(report["results"]))
-    if args.json:
-        artifacts.write_json_atomic(Path(args.json), report)
-        print(f"\nresults: {args.json}")
+    if args.retry_failed and not args.resume:
+        raise DeployError("--retry-failed goes with --resume")
+    if args.resume and not args.json:
+        raise DeployError("--resume continues a results file: name it with --json")
+    settings = _bench_settings(args, profile)
+    device = _bench_device_record(profile, detection, settings)
+    json_path = Path(args.json) if args.json else Path(args.out) / f"bench-{device['profile'] or 'run'}-{_stamp()}.json"
+    outputs = [Path(p) for p in (json_path, args.csv, args.md) if p]
+    for path in outputs:
+        artifacts.ensure_writable(path.resolve().parent)
+    results = bench.ResultsFile(json_path, Path(args.csv) if args.csv else None, Path(args.md) if args.md else None)
+    try:
+        report = bench.run_bench(
+            names, args.target or (list(profile.targets) if profile else ["torch", "onnxruntime"]),
+            args.batch or (list(profile.batches) if profile else [1]), args.precision, settings, Path(args.out),
+            args.passes, args.weights, precisions=profile.precisions if profile and not args.target else None,
+            device=device, results=results, resume=args.resume, retry_failed=args.retry_failed,
+            progress=bench.RichProgress() if args.progress else bench.LinePrinter())
+    except KeyboardInterrupt:
+        print(f"finished cells are saved in {json_path}; continue with --resume --json {json_path}", file=sys.stderr)
+        raise
+    print(bench.format_table(report["results"]))
+    print("\nresults: " + ", ".join(str(p) for p in outputs))
     return EXIT_FAILED if any(r["status"] == "failed" for r in report["results"]) else 0
+
+
+def _bench_profile(args):
+    from deploy import profiles
+
+    detection = profiles.detect()
+    if not args.device:
+        return None, detection
+    return profiles.resolve_device(args.device, detection, [Path(p) for p in args.profiles or []]), detection
+
+
+def _bench_settings(args, profile):
+    from deploy.bench import BenchSettings
+    from deploy.profiles import PowerSampler, Timing
+
+    timing = profile.timing if profile else Timing(warmup_s=1.0, runs=50)
+
+    def pick(given, default):
+        return default if given is None else given
+
+    return BenchSettings(
+        warmup_s=pick(args.warmup, timing.warmup_s), runs=pick(args.runs, timing.runs),
+        duration_s=pick(args.duration, timing.duration_s), min_runs=timing.min_runs,
+        buffers=pick(args.buffers, timing.buffers), threads=pick(args.threads, profile.threads if profile else None),
+        seed=args.seed, dataset=args.dataset, dataset_limit=args.limit,
+        power=bool(profile and "power" in profile.record and PowerSampler.available()),
+    )
+
+
+def _bench_device_record(profile, detection, settings) -> dict:
+    from deploy.profiles import device_settings
+
+    device = device_settings(profile, detection, settings.threads)
+    if profile and "power" in profile.record:
+        device["power_sampling"] = "tegrastats" if settings.power else "not sampled: tegrastats is not on PATH"
+    return device
+
+
+def _stamp() -> str:
+    import time
+
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def cmd_report(args) -> int:
+    from deploy.report import write_report
+
+    page, fidelity = write_report([Path(p) for p in args.results], Path(args.out), baseline=args.baseline,
+                                  metric=args.metric)
+    print(fidelity)
+    print(f"\nreport: {page}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from deploy.compare import compare_files, parse_threshold
+
+    text, regressed = compare_files(Path(args.old), Path(args.new), parse_threshold(args.max_slowdown), args.metric)
+    print(text)
+    return EXIT_FAILED if regressed else 0
 
 
 def cmd_doctor(args) -> int:
@@ -172,16 +274,44 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_passes(args) -> int:
+    import textwrap
+
     from deploy.passes import available_passes
     from deploy.targets import TARGETS
 
-    for graph_pass in available_passes().values():
-        used = [t.name for t in TARGETS.values() if graph_pass.name in t.default_passes]
-        print(f"{graph_pass.name}\n    {graph_pass.description}\n    default for: {', '.join(used) or '-'}")
+    onnx_targets = [t for t in TARGETS.values() if t.opset is not None]
+    passes = sorted(available_passes().values(), key=lambda p: (p.category, p.name))
+    category = None
+    for graph_pass in passes:
+        if graph_pass.category != category:
+            category = graph_pass.category
+            print(f"[{category}]")
+        used = [t.name for t in onnx_targets if graph_pass.name in t.default_passes]
+        tried = [t.name for t in onnx_targets if t.name not in used and any(
+            {graph_pass.name, "+" + graph_pass.name} & {item.strip() for item in spec.split(",")}
+            for spec in t.auto_candidates)]
+        appended = [f"{t.name} {precision}" for t in onnx_targets for precision, names in t.precision_passes.items()
+                    if graph_pass.name in names]
+        print(f"  {graph_pass.name}")
+        print(textwrap.indent(textwrap.fill(graph_pass.description, 96), "      "))
+        print(f"      default for: {', '.join(used) or '-'}"
+              + (f"; tried by --passes auto on: {', '.join(tried)}" if tried else "")
+              + (f"; appended for: {', '.join(appended)}" if appended else ""))
+    print("\ntargets (--passes none | default | auto | a,b | +a,-b):")
+    for t in onnx_targets:
+        print(f"  {t.name} (opset {t.opset}): default {', '.join(t.default_passes) or '-'}")
+        if t.auto_candidates:
+            print(f"      auto also measures: none, default, {'; '.join(t.auto_candidates)}")
+        for precision, names in t.precision_passes.items():
+            print(f"      {precision} appends: {', '.join(names)}")
     return 0
 
 
 def cmd_inspect(args) -> int:
+    from collections import Counter
+
+    import onnx
+
     from deploy.onnx_export import load_onnx, op_histogram, opset_of
 
     proto = load_onnx(Path(args.file))
@@ -190,21 +320,35 @@ def cmd_inspect(args) -> int:
         dims = value.type.tensor_type.shape.dim
         return "(" + ", ".join(d.dim_param or str(d.dim_value) for d in dims) + ")"
 
+    def dtype(value) -> str:
+        return onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
+
     print(f"{args.file}: opset {opset_of(proto)}, {len(proto.graph.node)} nodes, producer "
           f"{proto.producer_name} {proto.producer_version}")
+    others = [f"{o.domain} {o.version}" for o in proto.opset_import if o.domain not in ("", "ai.onnx")]
+    print(f"IR version {proto.ir_version}" + (f"; other opsets: {', '.join(others)}" if others else ""))
     initializers = {i.name for i in proto.graph.initializer}
     for value in proto.graph.input:
         if value.name not in initializers:
-            print(f"input  {value.name} {shape(value)}")
+            print(f"input  {value.name} {shape(value)} {dtype(value)}")
     for value in proto.graph.output:
-        print(f"output {value.name} {shape(value)}")
+        print(f"output {value.name} {shape(value)} {dtype(value)}")
+    # Weights by element type: an fp16 graph with fp32 islands shows most weights as float16.
+    weights = Counter()
+    for tensor in proto.graph.initializer:
+        count = 1
+        for d in tensor.dims:
+            count *= d
+        weights[onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).name] += count
+    if weights:
+        print("weights " + ", ".join(f"{n / 1e6:.3f} M {t}" for t, n in weights.most_common()))
     for op, count in op_histogram(proto).items():
         print(f"{count:6d}  {op}")
     return 0
 
 
-COMMANDS = {"list": cmd_list, "export": cmd_export, "bench": cmd_bench, "doctor": cmd_doctor,
-            "passes": cmd_passes, "inspect": cmd_inspect}
+COMMANDS = {"list": cmd_list, "export": cmd_export, "bench": cmd_bench, "report": cmd_report,
+            "compare": cmd_compare, "doctor": cmd_doctor, "passes": cmd_passes, "inspect": cmd_inspect}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,7 +74,11 @@ def export(request: ExportRequest, onnx_cache: dict | None = None) -> ExportResu
     info = models.get_model_info(request.model)
     out_root = artifacts.ensure_writable(request.out)
 
-    model = models.create_model(info.name, weights=request.weights, use_ema=request.use_ema)
+    # Seeded so every export of a random-init model holds the same weights: targets share one cached ONNX
+    # file, and each export's PyTorch reference must match the graph it is compared with.
+    with torch.random.fork_rng():
+        torch.manual_seed(request.seed)
+        model = models.create_model(info.name, weights=request.weights, use_ema=request.use_ema)
     # Engines get the BatchNorm-folded module; parity compares them with the unfolded original.
     deployable = _fold_batchnorm(model)
     input_specs = [TensorSpec(onnx_export.INPUT_NAME, ("batch", *info.input_size))]
@@ -140,7 +144,8 @@ def _manifest_head(request, info, model, target, precision, status) -> dict[str,
         "weights": (
             {"source": "file", "path": weights.path, "sha256": weights.sha256,
              "container_key": weights.container_key}
-            if weights else {"source": "random-init", "note": "no --weights given: outputs are meaningless"}
+            if weights else {"source": "random-init", "seed": request.seed,
+                             "note": "no --weights given: outputs are meaningless"}
         ),
         "target": target,
         "precision": precision,
@@ -161,7 +166,7 @@ def _versions(target: str, runtime_version: str | None) -> dict[str, str | None]
 def _prepare_onnx(model, info, request, profile, work: Path, cache: dict | None, precision: str = "fp32",
                   tune=None):
     opset = request.opset or profile.opset
-    base_key = (info.name, request.weights, request.use_ema, opset)
+    base_key = (info.name, request.weights, request.use_ema, request.seed, opset)
     auto = None
     if request.passes == "auto":
         auto_key = ("auto", *base_key, profile.name, precision)

@@ -1,13 +1,37 @@
 """Per-target export profiles, in one readable place: opset, default passes, precisions.
 
-A profile says what graph a runtime wants. Passes here are defaults; `--passes` overrides them.
+A profile says what graph a runtime wants. Passes here are defaults; `--passes` overrides them
+(`none`, `default`, `auto`, a list `a,b`, or edits `+a,-b`). `python -m deploy passes` describes each.
+
+Why each default list (measured on this 2-core Zen 5 machine at batch 1; scripts/bench_passes.py reruns it):
+- every ONNX target gets the normalisation passes (`layernorm-fuse`, `gelu-fuse`, `einsum-to-matmul`,
+  `batchnorm-fold`). Our exporter already writes LayerNormalization/Gelu at opset 20 and folds BatchNorm
+  in PyTorch, so on the zoo they change nothing; on a foreign or older-exporter graph they give the
+  runtime its single-op kernels, and fp16 LayerNorm its fp32 statistics.
+- `attention-canonical` everywhere: one pre-scaled form (TensorRT's MHA fusion needs the scale before the
+  first MatMul). ORT and OpenVINO fuse the scale into their MatMul kernels themselves, so on CPU it is
+  worth 0-2% (the exporter's 3-D K transpose and its shape arithmetic go).
+- onnxruntime adds `attention-ort-packed` (com.microsoft.Attention over the packed qkv weight; fires on
+  DeiT/HVT/ViT-ResNAS, not CvT): DeiT-S 5% faster on one thread and 11% on two, HVT-S 3%, never slower
+  beyond noise. The other fused forms are `auto` candidates: ONNX `Attention` is 7% *slower* on CvT-13
+  with two threads (ORT's CPU kernel parallelises over batch x heads, and CvT's first stage has one head
+  of 3136 queries); separate-Q/K/V MultiHeadAttention and the folded scale are within noise.
+- OpenVINO's CPU plugin tokenises attention into its own fused subgraph whatever the ONNX form, so
+  fused ONNX ops and folded scales are only `auto` candidates there (within +-2%, no consistent sign).
+- `pool1d-to-2d` everywhere: exact, drops two transposes per HVT pooling stage, and is what 2-D-only
+  runtimes (ORT Core ML EP) need.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from .errors import DeployError
+
+# Graph-level rewrites that cost nothing where they do not apply.
+_NORMALIZATION = ("layernorm-fuse", "gelu-fuse", "einsum-to-matmul", "batchnorm-fold")
+_ONNX_DEFAULT = ("pool1d-to-2d", *_NORMALIZATION, "attention-canonical")
 
 
 @dataclass(frozen=True)
@@ -18,6 +42,11 @@ class TargetProfile:
     precisions: tuple[str, ...]
     default_precision: str = "fp32"
     notes: str = ""
+    # Passes the export stage appends after the selected ones for a precision whose ONNX graph it
+    # converts itself (fp16 with fp32 islands for TensorRT's strongly typed route and ONNX Runtime).
+    precision_passes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # What `--passes auto` measures besides `none` and `default`, written as --passes specs.
+    auto_candidates: tuple[str, ...] = ()
 
 
 TARGETS: dict[str, TargetProfile] = {
@@ -25,13 +54,36 @@ TARGETS: dict[str, TargetProfile] = {
     for profile in (
         TargetProfile("torch", None, (), ("fp32",), notes="PyTorch reference, saved as a torch.export program"),
         TargetProfile(
-            "onnxruntime", 20, ("pool1d-to-2d",), ("fp32",),
-            notes="CPU execution provider; opset 20 keeps Gelu and LayerNormalization as single ops",
+            "onnxruntime", 20, (*_ONNX_DEFAULT, "attention-ort-packed"), ("fp32", "fp16"),
+            notes="CPU execution provider; opset 20 keeps Gelu and LayerNormalization as single ops; fp16 is an "
+                  "fp16 graph with fp32 islands (correct, not faster, on CPUs without fp16 arithmetic)",
+            precision_passes={"fp16": ("fp16-convert",)},
+            auto_candidates=(
+                "-attention-ort-packed",
+                "-attention-ort-packed,+attention-split-qkv,+attention-fold-scale",
+                "-attention-ort-packed,+attention-onnx",
+                "-attention-ort-packed,+attention-split-qkv,+attention-ort-mha",
+            ),
         ),
-        TargetProfile("openvino", 20, ("pool1d-to-2d",), ("fp32", "bf16", "fp16", "int8"),
-                      notes="CPU plugin; fp32 pins INFERENCE_PRECISION_HINT=f32"),
-        TargetProfile("tensorrt", 20, ("pool1d-to-2d",), ("fp32", "fp16", "int8"),
-                      default_precision="fp16", notes="parser unsqueezes 1-D pooling itself; 2-D is explicit"),
+        TargetProfile(
+            "openvino", 20, _ONNX_DEFAULT, ("fp32", "bf16", "fp16", "int8"),
+            notes="CPU plugin; fp32 pins INFERENCE_PRECISION_HINT=f32; fp16 compresses weights in the IR "
+                  "(OpenVINO's own conversion), so the ONNX graph stays fp32",
+            auto_candidates=(
+                "+attention-split-qkv,+attention-fold-scale",
+                "+attention-onnx",
+            ),
+        ),
+        TargetProfile(
+            "tensorrt", 20, _ONNX_DEFAULT, ("fp32", "fp16", "int8"), default_precision="fp16",
+            notes="parser unsqueezes 1-D pooling itself; 2-D is explicit; fp16 is an fp16 graph with fp32 "
+                  "LayerNorm/Softmax/reduction islands for the strongly typed network",
+            precision_passes={"fp16": ("fp16-convert",)},
+            auto_candidates=(
+                "+attention-split-qkv,+attention-fold-scale",
+                "+attention-onnx",  # IAttention, TensorRT >= 10.14
+            ),
+        ),
         TargetProfile("coreml", None, (), ("fp16", "fp32", "int8"), default_precision="fp16",
                       notes="converted from torch.export; prediction only on macOS"),
     )
@@ -49,11 +101,16 @@ def get_target(name: str) -> TargetProfile:
 
 
 def resolve_passes(profile: TargetProfile, spec: str | None) -> list[str]:
-    """`default`/None, `none`, or a comma list: `a,b` replaces, `+a,-b` edits the default list."""
+    """`default`/None, `none`, or a comma list: `a,b` replaces, `+a,-b` edits the default list.
+
+    `auto` is not a list: the export stage measures `autotune.candidate_sets(profile)` and keeps one.
+    """
     if spec in (None, "", "default"):
         return list(profile.default_passes)
     if spec == "none":
         return []
+    if spec == "auto":
+        raise DeployError("--passes auto is resolved by measuring candidates (deploy.autotune), not here")
     items = [item.strip() for item in spec.split(",") if item.strip()]
     if all(item[0] in "+-" for item in items):
         passes = list(profile.default_passes)

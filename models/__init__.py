@@ -18,6 +18,7 @@ __all__ = [
     "ModelInfo",
     "UnknownModelError",
     "create_model",
+    "default_weights_path",
     "get_model_info",
     "list_models",
     "load_checkpoint",
@@ -34,12 +35,17 @@ def create_model(
 ) -> nn.Module:
     """Build a zoo model in eval mode; load `weights` (a local official checkpoint) strictly if given.
 
+    A variant that ships its own checkpoint (`ModelInfo.default_weights`, e.g. `hvt_digits`) loads it
+    when `weights` is None and the config is not overridden.
+
     The returned module carries `model.model_info` (the registry entry) and `model.weights_info`
     (a `CheckpointInfo`, or None when randomly initialised).
     """
     info = get_model_info(name)
     model = info.build(**overrides)
     checkpoint = None
+    if weights is None and info.default_weights and not overrides:
+        weights = default_weights_path(info)
     if weights is not None:
         checkpoint = load_checkpoint(
             model,
@@ -51,3 +57,8 @@ def create_model(
     model.model_info = info
     model.weights_info = checkpoint
     return model.eval()
+
+
+def default_weights_path(info: ModelInfo) -> Path | None:
+    """The checkpoint shipped for `info` (e.g. `hvt_digits`), or None for a zoo model without one."""
+    return Path(__file__).parent / info.default_weights if info.default_weights else None

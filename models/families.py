@@ -1,3 +1,3 @@
 """Imports every family module so that its variants register themselves."""
 
-from . import cvt, deit, hvt, resnas  # noqa: F401
+from . import cvt, deit, digits, hvt, resnas  # noqa: F401

@@ -46,6 +46,8 @@ class ModelInfo:
     checkpoint_keys: tuple[str, ...] = ("model", "state_dict")
     aliases: tuple[str, ...] = ()
     notes: str = ""
+    # A checkpoint shipped with the package (relative to `models/`), loaded when no weights are given.
+    default_weights: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def build(self, **overrides: Any) -> nn.Module:

@@ -137,12 +137,17 @@ def test_every_default_pass_exists():
 
 def test_pass_selection_syntax():
     profile = get_target("onnxruntime")
-    assert resolve_passes(profile, "default") == ["pool1d-to-2d"]
+    default = list(profile.default_passes)
+    assert "pool1d-to-2d" in default
+    assert resolve_passes(profile, "default") == resolve_passes(profile, None) == default
     assert resolve_passes(profile, "none") == []
-    assert resolve_passes(profile, "-pool1d-to-2d") == []
+    assert resolve_passes(profile, "-pool1d-to-2d") == [p for p in default if p != "pool1d-to-2d"]
+    assert resolve_passes(profile, "+attention-onnx") == [*default, "attention-onnx"]
     assert resolve_passes(profile, "a,b") == ["a", "b"]
     with pytest.raises(DeployError):
         resolve_passes(profile, "a,-b")
+    with pytest.raises(DeployError, match="auto"):
+        resolve_passes(profile, "auto")  # measured by the export stage, not a list
 
 
 def test_unknown_pass_is_a_clear_error():

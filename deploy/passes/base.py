@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import onnx
 import onnx_ir as ir
+import onnx_ir.passes.common as common_passes
 from onnxscript.rewriter import pattern
 
 from ..errors import DeployError
@@ -17,6 +19,7 @@ class GraphPass:
     name: str
     description: str
     run: Callable[[ir.Model], int]  # mutates the model, returns how many places it changed
+    category: str = "graph"  # attention, pooling, normalization, conv, precision: groups `deploy passes`
 
 
 @dataclass(frozen=True)
@@ -38,18 +41,53 @@ def register_pass(graph_pass: GraphPass) -> GraphPass:
     return graph_pass
 
 
-def rule_pass(name: str, description: str, *stages: Sequence[pattern.RewriteRule]) -> GraphPass:
+def rule_pass(name: str, description: str, *stages: Sequence[pattern.RewriteRule], min_opset: int | None = None,
+              raise_opset: bool = False, category: str | None = None) -> GraphPass:
     """A pass made of onnxscript rewrite rules, applied stage after stage (a later stage sees the
-    graph the earlier one left, so a specific rule can claim its nodes before a general one)."""
+    graph the earlier one left, so a specific rule can claim its nodes before a general one).
+
+    `min_opset`: the replacement uses an op that only exists from this ONNX opset (LayerNormalization 17,
+    Gelu 20, Attention 23). Below it the pass does nothing, so it never overrides the opset a target (or
+    `--opset`) asked for, unless `raise_opset`: then a graph it fires on is raised to that opset with
+    onnxscript's version converter (attention-onnx, where the new op is the point of the pass).
+    """
 
     def run(model: ir.Model) -> int:
-        return sum(pattern.RewriteRuleSet(list(stage)).apply_to_model(model) for stage in stages)
+        if min_opset and not raise_opset and onnx_opset(model) < min_opset:
+            return 0
+        changed = sum(pattern.RewriteRuleSet(list(stage)).apply_to_model(model) for stage in stages)
+        if changed:
+            finish(model, min_opset)
+        return changed
 
-    return register_pass(GraphPass(name, description, run))
+    # Without an explicit category a pass is grouped by the module that defines it (pooling.py -> pooling).
+    category = category or sys._getframe(1).f_globals.get("__name__", "graph").rsplit(".", 1)[-1]
+    return register_pass(GraphPass(name, description, run, category))
+
+
+def onnx_opset(model: ir.Model) -> int:
+    return model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
+
+
+def finish(model: ir.Model, min_opset: int | None = None) -> None:
+    """After a rewrite: drop what the rewrite orphaned (a rule only removes the nodes it matched, so the
+    shape arithmetic that fed a removed Reshape would otherwise stay), and raise the opset if needed."""
+    common_passes.RemoveUnusedNodesPass()(model)
+    common_passes.RemoveUnusedOpsetsPass()(model)
+    # Replacements write their small constants (scales, shapes) as Constant nodes; store them as the
+    # exporter does, as initializers.
+    common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+    if min_opset and onnx_opset(model) < min_opset:
+        import onnxscript.version_converter
+
+        onnxscript.version_converter.convert_version(model, min_opset)
+        # An opset comes with a minimum IR version (23 needs 11); onnxruntime 1.31 reads up to 13.
+        needed = onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", min_opset)])
+        model.ir_version = max(model.ir_version, needed)
 
 
 def available_passes() -> dict[str, GraphPass]:
-    from . import pooling  # noqa: F401  (registers its passes)
+    from . import attention, conv, normalization, pooling, precision  # noqa: F401  (importing registers them)
 
     return dict(_PASSES)
 
@@ -71,5 +109,19 @@ def run_passes(model: onnx.ModelProto, names: Iterable[str]) -> tuple[onnx.Model
     if not selected:
         return model, []
     ir_model = ir.serde.deserialize_model(model)
-    records = [PassRecord(p.name, p.run(ir_model)) for p in selected]
+    records = []
+    stale = True
+    for graph_pass in selected:
+        if stale:
+            # Rules read shapes in their checks (head size, packed widths); values a previous pass created
+            # have none until inference runs again.
+            infer_shapes(ir_model)
+        changed = graph_pass.run(ir_model)
+        records.append(PassRecord(graph_pass.name, changed))
+        stale = changed > 0
     return ir.serde.serialize_model(ir_model), records
+
+
+def infer_shapes(model: ir.Model) -> None:
+    # Non-strict: ops ONNX shape inference does not know (com.microsoft) just keep unknown shapes.
+    common_passes.ShapeInferencePass(check_type=False, strict_mode=False, data_prop=True)(model)

@@ -1,0 +1,204 @@
+"""`--passes auto`: measure candidate pass sets on this device and keep the fastest that passes parity.
+
+A rewrite is not a speed-up until it is measured on the target (fusing attention to
+com.microsoft.MultiHeadAttention made ORT CPU slower on one machine and faster on another), so the
+export stage can build each candidate the target profile lists, gate it on parity against PyTorch, and
+time them here.
+
+Method, chosen for a small shared machine where other processes steal cycles:
+- every candidate is built and loaded first, then timed in interleaved rounds (candidate order reversed
+  every other round), so drift and bursts of contention fall on all of them alike;
+- a candidate's score is the best of its per-round medians: a round hit by contention does not decide;
+- candidates are ordered simplest first (`none`, `default`, then the profile's extras); the winner is the
+  first whose score is within `tie_margin` of the best. A rewrite has to beat a simpler graph by more
+  than the noise to be kept, so `auto` is never slower than the plain export by more than that margin.
+- two candidates whose graphs come out identical are built and timed once.
+
+The timing is reused from the benchmark harness (`deploy.bench.time_runner`, `latency_stats`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from runtimes import Backend, BuildOptions, ModelSource, TensorSpec
+
+from .data import seeded_batch
+from .errors import DeployError
+from .parity import TOLERANCES, compare
+from .passes import run_passes
+from .targets import TargetProfile, resolve_passes
+
+
+@dataclass(frozen=True)
+class AutotuneSettings:
+    # Many short rounds rather than a few long ones: the score is a candidate's best round, so more rounds
+    # give each candidate more chances of one free of contention from other processes.
+    rounds: int = 5
+    runs: int = 8  # timed inferences per candidate per round
+    warmup_s: float = 0.3  # before the first round only
+    batch: int = 1
+    tie_margin: float = 0.02  # a candidate must beat every simpler one by more than this fraction
+
+    @classmethod
+    def from_env(cls) -> AutotuneSettings:
+        """Defaults, overridden by DEPLOY_AUTO_ROUNDS / _RUNS / _WARMUP / _BATCH / _TIE_MARGIN."""
+        settings = cls()
+        for field_name, key, cast in (("rounds", "DEPLOY_AUTO_ROUNDS", int), ("runs", "DEPLOY_AUTO_RUNS", int),
+                                      ("warmup_s", "DEPLOY_AUTO_WARMUP", float), ("batch", "DEPLOY_AUTO_BATCH", int),
+                                      ("tie_margin", "DEPLOY_AUTO_TIE_MARGIN", float)):
+            if key in os.environ:
+                try:
+                    settings = replace(settings, **{field_name: cast(os.environ[key])})
+                except ValueError:
+                    raise DeployError(f"{key}={os.environ[key]!r} is not a valid {cast.__name__}") from None
+        if settings.rounds < 1 or settings.runs < 1 or settings.batch < 1:
+            raise DeployError("autotune rounds, runs and batch must be at least 1")
+        return settings
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rounds": self.rounds, "runs": self.runs, "warmup_s": self.warmup_s, "batch": self.batch,
+                "tie_margin": self.tie_margin}
+
+
+def candidate_sets(profile: TargetProfile) -> list[tuple[str, list[str]]]:
+    """(label, pass list) to try, simplest first: none, default, then the profile's extras.
+
+    Extras are written like `--passes` (`+a,-b` edits the default list), so the profile reads as
+    "the default, but with ...". Lists that resolve to one already listed are dropped.
+    """
+    out: list[tuple[str, list[str]]] = []
+    for spec in ("none", "default", *profile.auto_candidates):
+        names = resolve_passes(profile, spec)
+        if all(names != seen for _, seen in out):
+            out.append((spec, names))
+    return out
+
+
+def select_passes(
+    proto: onnx.ModelProto,
+    profile: TargetProfile,
+    precision: str,
+    backend: Backend,
+    options: BuildOptions,
+    input_spec: TensorSpec,
+    output_name: str,
+    reference: Callable[[np.ndarray], np.ndarray],
+    work: Path,
+    settings: AutotuneSettings | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Build, gate and time every candidate; returns the manifest record, `passes` being the winner's."""
+    from .bench import BenchSettings, latency_stats, time_runner
+
+    settings = settings or AutotuneSettings.from_env()
+    appended = list(profile.precision_passes.get(precision, ()))
+    input_size = tuple(input_spec.shape[1:])
+    x = seeded_batch(input_size, settings.batch, seed + settings.batch)
+    expected = reference(x)
+    tolerance = TOLERANCES[precision]
+    started = time.perf_counter()
+
+    records: list[dict[str, Any]] = []
+    runners: list[tuple[dict[str, Any], Any]] = []
+    built: dict[str, str] = {}  # graph digest -> label
+    try:
+        for index, (label, names) in enumerate(candidate_sets(profile)):
+            record: dict[str, Any] = {"label": label, "passes": names, "status": "ok"}
+            records.append(record)
+            try:
+                graph, pass_records = run_passes(proto, [*names, *appended])
+                record["changes"] = {r.name: r.changed for r in pass_records}
+                digest = hashlib.sha256(graph.SerializeToString()).hexdigest()
+                if digest in built:
+                    record.update(status="same-graph", same_as=built[digest])
+                    continue
+                built[digest] = label
+                folder = Path(work) / f"auto-{index}"
+                (folder / "engine").mkdir(parents=True)
+                path = folder / "candidate.onnx"
+                onnx.save_model(graph, str(path))
+                source = ModelSource([input_spec], [output_name], onnx_path=path)
+                build = backend.build(source, folder / "engine", options)
+                runner = backend.load(folder / "engine", build.files[0], options, [input_spec], [output_name])
+                runner.activate()
+                try:
+                    got = runner.infer({input_spec.name: x})[output_name]
+                except Exception:
+                    runner.deactivate()
+                    raise
+                report = compare(expected, got, tolerance)
+                record["parity"] = {"max_abs_rel": report.max_abs_rel, "cosine": report.cosine,
+                                    "passed": report.passed}
+                if not report.passed:
+                    runner.deactivate()
+                    record.update(status="failed-parity", error=report.reason)
+                    continue
+                runners.append((record, runner))
+            except Exception as exc:  # a candidate that does not build or load is an outcome, not a crash
+                text = str(exc).strip().splitlines()
+                record.update(status="error", error=f"{type(exc).__name__}: {text[0][:300] if text else ''}")
+        if not runners:
+            raise DeployError("--passes auto: no candidate built and passed parity: " + "; ".join(
+                f"{r['label']}: {r.get('error', r['status'])}" for r in records))
+
+        bench = BenchSettings(warmup_s=settings.warmup_s, runs=settings.runs, buffers=2, seed=seed)
+        samples: dict[str, list[float]] = {record["label"]: [] for record, _ in runners}
+        medians: dict[str, list[float]] = {record["label"]: [] for record, _ in runners}
+        for round_index in range(settings.rounds):
+            order = runners if round_index % 2 == 0 else runners[::-1]
+            round_bench = bench if round_index == 0 else replace(bench, warmup_s=0.0, min_warmup_runs=1)
+            for record, runner in order:
+                times = time_runner(runner, input_spec.name, input_size, settings.batch, round_bench)
+                samples[record["label"]].extend(times)
+                medians[record["label"]].append(float(np.median(times)))
+        for record, _ in runners:
+            record["latency_ms"] = {**latency_stats(samples[record["label"]]),
+                                    "score": min(medians[record["label"]]),
+                                    "round_medians": medians[record["label"]]}
+    finally:
+        for _, runner in runners:
+            runner.deactivate()
+
+    winner, reason = _choose([r for r in records if "latency_ms" in r], settings.tie_margin)
+    return {
+        "winner": winner["label"],
+        "passes": winner["passes"],
+        "appended": appended,
+        "reason": reason,
+        "statistic": "score = best per-round median latency (ms), batch "
+                     f"{settings.batch}; rounds interleaved",
+        "settings": settings.to_json(),
+        "seconds": round(time.perf_counter() - started, 1),
+        "candidates": records,
+    }
+
+
+def _choose(measured: list[dict[str, Any]], tie_margin: float) -> tuple[dict[str, Any], str]:
+    """The simplest candidate within `tie_margin` of the fastest, and why."""
+    fastest = min(measured, key=lambda r: r["latency_ms"]["score"])
+    best = fastest["latency_ms"]["score"]
+    winner = next(r for r in measured if r["latency_ms"]["score"] <= best * (1 + tie_margin))
+    score = winner["latency_ms"]["score"]
+    plain = next((r for r in measured if r["label"] == "none"), None)
+    versus = ""
+    if plain is not None and plain is not winner:
+        ratio = score / plain["latency_ms"]["score"]
+        versus = f"; {ratio:.3f}x the plain export's {plain['latency_ms']['score']:.2f} ms"
+    if winner is fastest:
+        others = [r for r in measured if r is not winner]
+        runner_up = min(others, key=lambda r: r["latency_ms"]["score"]) if others else None
+        gap = (f", {runner_up['latency_ms']['score'] / score - 1:.1%} ahead of {runner_up['label']}"
+               if runner_up else "")
+        return winner, f"fastest passing parity: {score:.2f} ms{gap}{versus}"
+    return winner, (f"within {tie_margin:.0%} of the fastest ({fastest['label']}, {best:.2f} ms) and simpler: "
+                    f"{score:.2f} ms{versus}")

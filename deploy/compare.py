@@ -1,0 +1,100 @@
+"""`python -m deploy compare OLD.json NEW.json --max-slowdown 5%`: a regression check between two runs.
+
+Cells are matched on (model, target, precision, batch). A regression is a matched cell whose latency
+(p50 unless `--metric`) grew by more than the threshold, or that was ok and now failed. Cells that
+became unavailable, or exist on one side only, are listed but do not fail the check: a missing runtime
+is a fact about the machine, not about the code.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from .bench import cell_key, load_results
+from .errors import DeployError
+
+
+def parse_threshold(text: str) -> float:
+    """'5%' -> 0.05; a bare number is a fraction when below 1 ('0.05'), else percent ('5')."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*", str(text))
+    if not match:
+        raise DeployError(f"--max-slowdown {text!r}: give a percentage such as 5% or a fraction such as 0.05")
+    value = float(match.group(1))
+    return value / 100 if match.group(2) or value >= 1 else value
+
+
+def compare_reports(old: dict[str, Any], new: dict[str, Any], threshold: float,
+                    metric: str = "p50") -> tuple[list[dict[str, Any]], bool]:
+    """One entry per cell on either side, with its verdict; and whether any is a regression."""
+    old_rows = {cell_key(r): r for r in old["results"]}
+    new_rows = {cell_key(r): r for r in new["results"]}
+    entries = []
+    for key in [*old_rows, *(k for k in new_rows if k not in old_rows)]:
+        entries.append(_entry(key, old_rows.get(key), new_rows.get(key), threshold, metric))
+    return entries, any(e["regression"] for e in entries)
+
+
+def _entry(key, old: dict | None, new: dict | None, threshold: float, metric: str) -> dict[str, Any]:
+    entry = {"key": key, "old": _latency(old, metric), "new": _latency(new, metric), "change": None,
+             "regression": False}
+    if old is None or new is None:
+        return {**entry, "verdict": "only in NEW" if old is None else "only in OLD"}
+    if old["status"] == "ok" and new["status"] == "failed":
+        return {**entry, "verdict": f"now failed: {new.get('error') or ''}"[:100], "regression": True}
+    if entry["old"] is None or entry["new"] is None:
+        return {**entry, "verdict": f"{old['status']} -> {new['status']}"}
+    change = entry["new"] / entry["old"] - 1
+    if change > threshold:
+        verdict = "SLOWER"
+    elif change < -threshold:
+        verdict = "faster"
+    else:
+        verdict = "same"
+    return {**entry, "change": change, "verdict": verdict, "regression": verdict == "SLOWER"}
+
+
+def _latency(row: dict | None, metric: str) -> float | None:
+    if not row or row.get("status") != "ok":
+        return None
+    return (row.get("latency_ms") or {}).get(metric)
+
+
+def format_comparison(entries: list[dict[str, Any]], threshold: float, metric: str,
+                      notes: list[str] = ()) -> str:
+    lines = [f"{'model':<18} {'target':<12} {'prec':<5} {'batch':>5} {'old ' + metric:>10} "
+             f"{'new ' + metric:>10} {'change':>8}  verdict"]
+    for e in entries:
+        model, target, precision, batch = e["key"]
+        old = f"{e['old']:.2f}" if e["old"] is not None else "-"
+        new = f"{e['new']:.2f}" if e["new"] is not None else "-"
+        change = f"{100 * e['change']:+.1f}%" if e["change"] is not None else "-"
+        lines.append(f"{model:<18} {target:<12} {precision:<5} {batch:>5} {old:>10} {new:>10} {change:>8}  "
+                     f"{e['verdict']}")
+    regressions = sum(e["regression"] for e in entries)
+    compared = sum(e["change"] is not None for e in entries)
+    lines += [*(f"note: {n}" for n in notes), "",
+              f"{compared} cell(s) compared on {metric} latency, threshold {100 * threshold:g}%: "
+              + (f"{regressions} regression(s): FAIL" if regressions else "no regression: OK")]
+    return "\n".join(lines)
+
+
+def compare_files(old_path: Path, new_path: Path, threshold: float, metric: str = "p50") -> tuple[str, bool]:
+    """The printed comparison and whether it found a regression."""
+    old, new = load_results(old_path), load_results(new_path)
+    entries, regressed = compare_reports(old, new, threshold, metric)
+    if not entries:
+        raise DeployError(f"{old_path} and {new_path} hold no results to compare")
+    return format_comparison(entries, threshold, metric, _environment_notes(old, new)), regressed
+
+
+def _environment_notes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    # Different hardware or runtime versions explain a change as well as the code does: say so.
+    notes = []
+    old_env, new_env = old.get("environment") or {}, new.get("environment") or {}
+    for key in sorted(set(old_env) | set(new_env)):
+        watched = key in ("processor", "cpu_count", "threads", "torch") or key.startswith("runtime:")
+        if watched and old_env.get(key) != new_env.get(key):
+            notes.append(f"{key} differs: {old_env.get(key)!r} (OLD) vs {new_env.get(key)!r} (NEW)")
+    return notes
