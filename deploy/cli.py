@@ -155,6 +155,9 @@ def cmd_export(args) -> int:
     m = result.manifest
     parity = m["parity"]
     print(f"artifact: {result.artifact_dir}")
+    auto = m.get("onnx", {}).get("auto")
+    if auto:
+        print(f"passes auto: chose {auto['winner']} ({auto['reason']})")
     for record in m.get("onnx", {}).get("passes", []):
         print(f"pass {record['name']}: {record['changed']} change(s)")
     if parity.get("skipped"):

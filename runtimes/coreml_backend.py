@@ -18,6 +18,7 @@ other backend.
 
 from __future__ import annotations
 
+import logging
 import platform
 from collections import Counter
 from collections.abc import Mapping
@@ -38,6 +39,10 @@ from .base import (
     RuntimeUnavailableError,
     TensorSpec,
 )
+
+# coremltools logs a warning on every import for each macOS-only native module it cannot load on Linux
+# and for each untested torch/scikit-learn version: noise in every CLI run. Its errors still show.
+logging.getLogger("coremltools").setLevel(logging.ERROR)
 
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 BATCH_SHAPES = ("static", "enumerated")

@@ -55,3 +55,10 @@ def test_summarise_keeps_the_worst():
     reports = [compare(ref, ref, TOLERANCES["fp32"]), compare(ref, ref + 1.0, TOLERANCES["fp32"])]
     summary = summarise(reports)
     assert not summary["passed"] and summary["max_abs"] == pytest.approx(1.0, rel=1e-6)
+
+
+def test_int8_is_gated_on_direction_not_on_max_error():
+    ref = logits()
+    scaled = ref * 1.4  # large absolute error, same direction
+    assert compare(ref, scaled, TOLERANCES["int8"]).passed
+    assert not compare(ref, -ref, TOLERANCES["int8"]).passed
