@@ -32,6 +32,7 @@ import numpy as np
 
 import models
 import runtimes
+from runtimes.base import first_line
 
 from . import accuracy, artifacts
 from .data import seeded_batch
@@ -300,12 +301,7 @@ def bench_group(model: str, target: str, precision: str | None, batches: list[in
     except (DeployError, models.ModelError, runtimes.RuntimeAdapterError) as exc:
         return mark("failed", str(exc), **({"parity": rows[0]["parity"]} if rows[0]["parity"] else {}))
     except Exception as exc:  # a runtime's own exception type mid-run: record it, the matrix goes on
-        return mark("failed", f"{type(exc).__name__}: {_first_line(exc)}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+        return mark("failed", f"{type(exc).__name__}: {first_line(exc)}")
 
 
 def _run_engine(exported, info, rows: list[dict[str, Any]], settings: BenchSettings,
@@ -321,13 +317,13 @@ def _run_engine(exported, info, rows: list[dict[str, Any]], settings: BenchSetti
             except (DeployError, runtimes.RuntimeAdapterError) as exc:
                 row.update(status="failed", error=str(exc))
             except Exception as exc:  # e.g. a batch the engine's profile cannot take: the other batches go on
-                row.update(status="failed", error=f"{type(exc).__name__}: {_first_line(exc)}")
+                row.update(status="failed", error=f"{type(exc).__name__}: {first_line(exc)}")
         if settings.dataset and references is not None:
             try:
                 record = _accuracy(runner, input_name, info, exported.model, max(r["batch"] for r in rows),
                                    references)
             except Exception as exc:  # the timings stand even if the accuracy pass fails
-                record = {"dataset": settings.dataset, "error": f"{type(exc).__name__}: {_first_line(exc)}"}
+                record = {"dataset": settings.dataset, "error": f"{type(exc).__name__}: {first_line(exc)}"}
             for row in rows:
                 row["accuracy"] = record
     return rows

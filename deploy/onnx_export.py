@@ -14,6 +14,8 @@ import onnx
 import torch
 from torch import nn
 
+from runtimes.base import first_line
+
 from .errors import DeployError
 
 INPUT_NAME = "input"
@@ -34,8 +36,7 @@ def export_onnx(model: nn.Module, input_size: tuple[int, ...], opset: int) -> on
                 dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, verbose=False,
             )
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DeployError(f"torch.onnx.export failed for opset {opset}: {first}") from exc
+        raise DeployError(f"torch.onnx.export failed for opset {opset}: {first_line(exc)}") from exc
     proto = program.model_proto
     check(proto)
     return proto

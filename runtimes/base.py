@@ -17,6 +17,12 @@ from typing import Any
 import numpy as np
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's first message line (runtimes raise multi-page errors), or its type name."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
 class RuntimeAdapterError(RuntimeError):
     """A runtime problem the user can act on (missing package, bad engine, wrong input)."""
 
@@ -58,6 +64,20 @@ class TensorSpec:
                 return f"input {self.name!r} has shape {array.shape}, expected {self._shape_str()}"
         return None
 
+    def shape_at(self, batch: int) -> tuple[int, ...]:
+        """The concrete shape at `batch`; only the leading (batch) dim may be dynamic."""
+        shape = []
+        for i, dim in enumerate(self.shape):
+            if isinstance(dim, int):
+                shape.append(dim)
+            elif i == 0:
+                shape.append(batch)
+            else:
+                raise RuntimeAdapterError(
+                    f"input {self.name!r} has dynamic dim {i} ({dim!r}); only the batch dim may be dynamic"
+                )
+        return tuple(shape)
+
     def _shape_str(self) -> str:
         return "(" + ", ".join(str(d) if isinstance(d, int) else (d or "?") for d in self.shape) + ")"
 
@@ -84,12 +104,7 @@ class ModelSource:
 
     def example_feed(self, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed)
-        return {
-            spec.name: rng.standard_normal(
-                [batch if not isinstance(d, int) else d for d in spec.shape]
-            ).astype(spec.dtype)
-            for spec in self.input_specs
-        }
+        return {spec.name: rng.standard_normal(spec.shape_at(batch)).astype(spec.dtype) for spec in self.input_specs}
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from .base import (
     RuntimeAdapterError,
     RuntimeUnavailableError,
     TensorSpec,
+    first_line,
 )
 
 # coremltools logs a warning on every import for each macOS-only native module it cannot load on Linux
@@ -90,17 +91,7 @@ def static_batch(batch) -> int:
 
 def static_shape(spec: TensorSpec, batch: int) -> tuple[int, ...]:
     """The spec's shape with its dynamic leading dim set to `batch`; other dims must be static."""
-    shape = []
-    for i, dim in enumerate(spec.shape):
-        if isinstance(dim, int):
-            shape.append(dim)
-        elif i == 0:
-            shape.append(batch)
-        else:
-            raise RuntimeAdapterError(
-                f"Core ML builds static shapes; input {spec.name!r} has dynamic dim {i} ({dim!r})"
-            )
-    return tuple(shape)
+    return spec.shape_at(batch)
 
 
 def _dtype_name(proto_value: int) -> str:
@@ -138,7 +129,7 @@ def describe_mlprogram(path: str | Path) -> dict[str, Any]:
     try:
         spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
     except Exception as exc:
-        raise EngineLoadError(f"cannot read {path} as a Core ML model: {_first_line(exc)}") from None
+        raise EngineLoadError(f"cannot read {path} as a Core ML model: {first_line(exc)}") from None
     if spec.WhichOneof("Type") != "mlProgram":
         raise EngineLoadError(f"{path} is a Core ML {spec.WhichOneof('Type')}, not an ML program")
     function = spec.mlProgram.functions["main"]
@@ -168,11 +159,6 @@ def _precision(dtypes: Counter) -> str:
     return "fp32" if "float32" in floats else "unknown"
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
-
-
 class CoreMLRunner(Runner):
     name = "coreml"
 
@@ -191,7 +177,7 @@ class CoreMLRunner(Runner):
         try:
             self.model = ct.models.MLModel(str(self.path), compute_units=compute_units(self.units))
         except Exception as exc:
-            raise EngineLoadError(f"Core ML cannot load {self.path}: {_first_line(exc)}") from None
+            raise EngineLoadError(f"Core ML cannot load {self.path}: {first_line(exc)}") from None
         # Enumerated batch shapes leave the batch dim open; Core ML checks the exact shape itself.
         self.input_specs = [TensorSpec(f["name"], (None, *f["shape"][1:]) if "enumerated_shapes" in f
                                        else f["shape"], "float32") for f in described["inputs"]]
@@ -293,7 +279,7 @@ def _convert(source: ModelSource, batch: int, batches: list[int], precision: str
                                           dynamic_shapes=dynamic).run_decompositions({})
     except Exception as exc:
         hint = "; try batch_shapes='static'" if dynamic else ""
-        raise RuntimeAdapterError(f"torch.export failed for Core ML: {_first_line(exc)}{hint}") from exc
+        raise RuntimeAdapterError(f"torch.export failed for Core ML: {first_line(exc)}{hint}") from exc
     inputs = [ct.TensorType(name=spec.name, shape=_input_shape(spec, batch, batches), dtype=np.float32)
               for spec in source.input_specs]
     outputs = [ct.TensorType(name=name, dtype=np.float32) for name in source.output_names]
@@ -303,7 +289,7 @@ def _convert(source: ModelSource, batch: int, batches: list[int], precision: str
                           compute_precision=compute, compute_units=units,
                           minimum_deployment_target=target)
     except Exception as exc:
-        raise RuntimeAdapterError(f"coremltools could not convert the model: {_first_line(exc)}") from exc
+        raise RuntimeAdapterError(f"coremltools could not convert the model: {first_line(exc)}") from exc
 
 
 def _input_shape(spec: TensorSpec, batch: int, batches: list[int]):

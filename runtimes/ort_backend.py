@@ -18,6 +18,7 @@ from .base import (
     Runner,
     RuntimeAdapterError,
     TensorSpec,
+    first_line,
 )
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
@@ -44,9 +45,8 @@ class OrtRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=list(self.providers))
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
-            first = str(exc).strip().splitlines()[0][:300]
             raise EngineLoadError(
-                f"onnxruntime cannot load {self.path} (corrupt or incompatible ONNX?): {first}"
+                f"onnxruntime cannot load {self.path} (corrupt or incompatible ONNX?): {first_line(exc)}"
             ) from None
         self.input_specs = [
             TensorSpec(i.name, tuple(d if isinstance(d, int) else (d or None) for d in i.shape),

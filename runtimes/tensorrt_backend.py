@@ -220,21 +220,7 @@ def optimisation_profile(specs: Sequence[TensorSpec], batch: Sequence[int],
     opt = batches[0] if opt_batch is None else int(opt_batch)
     if not low <= opt <= high:
         raise RuntimeAdapterError(f"opt_batch {opt} is outside the batch range [{low}, {high}]")
-    return {spec.name: tuple(_shape_at(spec, b) for b in (low, opt, high)) for spec in specs}
-
-
-def _shape_at(spec: TensorSpec, batch: int) -> tuple[int, ...]:
-    shape = []
-    for i, dim in enumerate(spec.shape):
-        if isinstance(dim, int):
-            shape.append(dim)
-        elif i == 0:
-            shape.append(batch)
-        else:
-            raise RuntimeAdapterError(
-                f"input {spec.name!r} has dynamic dim {i} ({dim!r}); only the batch dim may be dynamic"
-            )
-    return tuple(shape)
+    return {spec.name: tuple(spec.shape_at(b) for b in (low, opt, high)) for spec in specs}
 
 
 @dataclass(frozen=True)
