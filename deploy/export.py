@@ -251,13 +251,12 @@ def _parity(backend, status, stage, build, options, source, model, precision, re
     reports = []
     # A static-shape engine is checked at the batches it serves; a dynamic one at every requested batch.
     batches = sorted(set(build.batches or request.batch))
+    reference = _reference(model)
     with backend.load(stage, build.files[0], options, source.input_specs, source.output_names) as runner:
         for batch in batches:
             x = seeded_batch(tuple(source.input_specs[0].shape[1:]), batch, request.seed + batch)
-            with torch.inference_mode():
-                reference = model(torch.from_numpy(x)).numpy()
             outputs = runner.infer({source.input_specs[0].name: x})
-            reports.append(compare(reference, outputs[source.output_names[0]], tolerance))
+            reports.append(compare(reference(x), outputs[source.output_names[0]], tolerance))
     record.update(summarise(reports))
     return record
 
