@@ -467,7 +467,7 @@ def test_labels(image):
     labels, args = final.labels(), final.args()
     for key in OCI_LABELS:
         assert labels.get(f"org.opencontainers.image.{key}"), f"{image} lacks org.opencontainers.image.{key}"
-    assert labels["org.opencontainers.image.licenses"] == PYPROJECT["project"]["license"]["text"]
+    assert labels["org.opencontainers.image.licenses"] == PYPROJECT["project"]["license"]
     assert substitute(labels["org.opencontainers.image.version"], args) == PYPROJECT["project"]["version"]
     assert labels["io.vit-deploy.runtime"] == runtime
     assert labels["io.vit-deploy.bench-device"] == device
