@@ -6,6 +6,7 @@ import platform
 
 import numpy as np
 import pytest
+from helpers import small_hvt
 
 from runtimes import (
     BuildOptions,
@@ -31,11 +32,7 @@ def package_bytes(folder) -> int:
 
 @pytest.fixture(scope="module")
 def model():
-    from models.hvt import HVT
-
-    torch.manual_seed(0)
-    return HVT(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, pool_block_width=1,
-               num_classes=10).eval()
+    return small_hvt()
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import meta_model, randomise_batchnorm
 
 from models import CheckpointError, create_model, get_model_info
 from models.complexity import count_macs, count_params
@@ -16,20 +17,7 @@ SMALL = {"embed_dims": (16, 32, 48), "depths": (1, 1, 2), "num_heads": (1, 2, 3)
 
 def small_cvt(seed: int = 0) -> CvT:
     torch.manual_seed(seed)
-    model = CvT(**SMALL).eval()
-    # Non-trivial BatchNorm statistics and affine terms, as in a trained checkpoint.
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.normal_(0.0, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.normal_(1.0, 0.2)
-            module.bias.data.normal_(0.0, 0.2)
-    return model
-
-
-def meta_model(name: str) -> torch.nn.Module:
-    with torch.device("meta"):
-        return get_model_info(name).build()
+    return randomise_batchnorm(CvT(**SMALL), seed)
 
 
 # --- counts -------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import randomise_batchnorm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -12,18 +13,6 @@ from models import create_model
 from models.cvt import CvT
 from models.fuse import fuse_batchnorm, is_batchnorm_fused
 from models.resnas import ViTResNAS
-
-
-def randomise_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            n = module.num_features
-            module.running_mean.copy_(torch.randn(n, generator=generator) * 0.5)
-            module.running_var.copy_(torch.rand(n, generator=generator) * 1.5 + 0.5)
-            module.weight.data.copy_(1.0 + 0.3 * torch.randn(n, generator=generator))
-            module.bias.data.copy_(0.3 * torch.randn(n, generator=generator))
-    return model.eval()
 
 
 def count_bn(model: nn.Module) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import meta_model
 
 import models
 from models.complexity import count_macs, count_params
@@ -20,15 +21,10 @@ HVT_REFERENCE = {
 }
 
 
-def _meta_build(name: str):
-    with torch.device("meta"):
-        return models.get_model_info(name).build()
-
-
 @pytest.mark.parametrize("name", sorted(HVT_REFERENCE))
 def test_hvt_counts_match_reference(name):
     params_m, macs_g, tokens = HVT_REFERENCE[name]
-    model = _meta_build(name)
+    model = meta_model(name)
     assert count_params(model) / 1e6 == pytest.approx(params_m, rel=1e-3)
     assert count_macs(model, (3, 224, 224)) / 1e9 == pytest.approx(macs_g, rel=0.01)
     assert model.token_counts == tokens
@@ -37,14 +33,14 @@ def test_hvt_counts_match_reference(name):
 @pytest.mark.parametrize("info", models.list_models(), ids=lambda i: i.name)
 def test_registry_counts_are_the_live_counts(info):
     """`list` shows stored figures; they must be what the model really has."""
-    model = _meta_build(info.name)
+    model = meta_model(info.name)
     assert count_params(model) / 1e6 == pytest.approx(info.params_m, abs=6e-4)
     assert count_macs(model, info.input_size) / 1e9 == pytest.approx(info.macs_g, rel=2e-3)
 
 
 def test_deit_counts():
-    assert count_params(_meta_build("deit_s")) == 22_050_664
-    assert count_params(_meta_build("deit_ti")) == 5_717_416
+    assert count_params(meta_model("deit_s")) == 22_050_664
+    assert count_params(meta_model("deit_ti")) == 5_717_416
 
 
 def test_aliases_resolve():
@@ -60,7 +56,7 @@ def test_unknown_model_suggests_close_names():
 
 
 def test_hvt_pooling_blocks_and_pos_embeds_follow_the_official_layout():
-    model = _meta_build("hvt_s_4")
+    model = meta_model("hvt_s_4")
     pooling = [i for i, b in enumerate(model.blocks) if b.downsample is not None]
     assert pooling == [0, 3, 6, 9]
     keys = {k for k in model.state_dict() if k.endswith("pos_embed")}
@@ -71,7 +67,7 @@ def test_hvt_pooling_blocks_and_pos_embeds_follow_the_official_layout():
 
 
 def test_hvt_s_0_has_no_pooling():
-    model = _meta_build("hvt_s_0")
+    model = meta_model("hvt_s_0")
     assert all(b.downsample is None for b in model.blocks)
 
 

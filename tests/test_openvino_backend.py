@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import small_hvt
 
 from runtimes import BuildOptions, EngineLoadError, ModelSource, RuntimeAdapterError, TensorSpec, get_backend
 from runtimes.openvino_backend import check_device, inference_precision, one_line, runtime_config
@@ -21,11 +22,7 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def model():
-    from models.hvt import HVT
-
-    torch.manual_seed(0)
-    return HVT(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, pool_block_width=1,
-               num_classes=10).eval()
+    return small_hvt()
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 import torch
+from helpers import small_hvt
 
 from deploy import autotune
 from deploy.autotune import AutotuneSettings, candidate_sets, select_passes
@@ -75,11 +76,7 @@ def test_settings_from_environment(monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_hvt_onnx():
-    from models.hvt import HVT
-
-    torch.manual_seed(0)
-    model = HVT(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, pool_block_width=1,
-                num_classes=10).eval()
+    model = small_hvt()
     return model, clean_up(export_onnx(model, (3, 32, 32), opset=20))
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from helpers import small_hvt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -97,11 +98,7 @@ def test_fp16_route_is_appended_for_onnxruntime_and_tensorrt_only():
 
 def test_tensorrt_fp16_graph_from_the_default_profile():
     """What the export stage hands TensorRT for fp16: the default passes, then the fp16 conversion."""
-    from models.hvt import HVT
-
-    torch.manual_seed(0)
-    model = HVT(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, pool_block_width=1,
-                num_classes=10).eval()
+    model = small_hvt()
     proto = clean_up(export_onnx(model, (3, 32, 32), opset=20))
     profile = get_target("tensorrt")
     converted, records = run_passes(proto, [*profile.default_passes, *profile.precision_passes["fp16"]])

@@ -7,6 +7,7 @@ import argparse
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import meta_model, randomise_batchnorm
 
 from models import CheckpointError, create_model, get_model_info
 from models.complexity import count_macs, count_params
@@ -35,19 +36,7 @@ SMALL_DEF = (
 
 def small_resnas(seed: int = 0) -> ViTResNAS:
     torch.manual_seed(seed)
-    model = ViTResNAS(SMALL_DEF, img_size=56).eval()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.normal_(0.0, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.normal_(1.0, 0.2)
-            module.bias.data.normal_(0.0, 0.2)
-    return model
-
-
-def meta_model(name: str) -> torch.nn.Module:
-    with torch.device("meta"):
-        return get_model_info(name).build()
+    return randomise_batchnorm(ViTResNAS(SMALL_DEF, img_size=56), seed)
 
 
 # --- the searched networks ----------------------------------------------------------------------
