@@ -105,7 +105,8 @@ def test_fold_is_exact_for_any_conv_bn(channels: int, depthwise: bool, stride: i
         nn.Conv2d(in_chans, channels, 3, stride=stride, padding=1, groups=channels if depthwise else 1,
                   bias=bias),
         nn.BatchNorm2d(channels),
-        nn.ReLU(),
+        # GELU, not ReLU: a one-channel ReLU output can be all zero, leaving no scale to compare against.
+        nn.GELU(),
     )
     model = randomise_batchnorm(model, seed)
     fused = fuse_batchnorm(model)
