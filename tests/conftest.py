@@ -1,7 +1,16 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+from hypothesis import settings
+
+# The suite is a gate, so by default each property test checks the same examples on every run (derandomize
+# seeds them from the test itself); HYPOTHESIS_PROFILE=explore searches fresh examples each run.
+settings.register_profile("gate", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "gate"))
 
 
 @pytest.fixture(autouse=True)
