@@ -134,7 +134,11 @@ class Runner(abc.ABC):
 
     def activate(self) -> None:
         if not self.is_active:
-            self._activate()
+            try:
+                self._activate()
+            except BaseException:
+                self._deactivate()  # free what a half-finished activation allocated
+                raise
             self.is_active = True
 
     def deactivate(self) -> None:

@@ -500,13 +500,15 @@ def build_serialized(trt, onnx_path: Path, plan: BuildPlan,
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = create_network(trt, builder, plan.route, version)
-    parse_onnx(trt, network, logger, onnx_path)
+    # The parser owns the weights the network points at: it must outlive the build.
+    parser = parse_onnx(trt, network, logger, onnx_path)
     config, pinned = configure(trt, builder, network, plan)
     attach_timing_cache(config, plan.timing_cache)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeAdapterError("TensorRT failed to build the engine (the builder log above says why)")
     save_timing_cache(config, plan.timing_cache)
+    del parser
     return bytes(serialized), pinned
 
 
@@ -545,13 +547,9 @@ class TensorRTRunner(Runner):
         if self._engine is None:
             raise EngineLoadError(f"TensorRT cannot deserialize {self.engine_path} (corrupt or built by "
                                   "another TensorRT version)")
-        try:
-            self._context = self._engine.create_execution_context()
-            self._stream = cuda_check(cudart.cudaStreamCreate(), "cudaStreamCreate")
-            self._allocate(trt)
-        except Exception:
-            self._deactivate()  # free what was allocated; the base class only deactivates active runners
-            raise
+        self._context = self._engine.create_execution_context()
+        self._stream = cuda_check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self._allocate(trt)
 
     def _allocate(self, trt) -> None:
         """Device buffers sized for the profile's max shapes, bound to the context once."""
