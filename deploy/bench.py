@@ -17,7 +17,6 @@ import contextlib
 import csv
 import functools
 import io
-import json
 import os
 import platform
 import tempfile
@@ -39,10 +38,11 @@ from .data import seeded_batch
 from .doctor import probe
 from .errors import DeployError
 from .export import ExportRequest, export, load_artifact
+from .results import CellKey, cell_key, load_results  # noqa: F401 - bench's public API too
+from .results import format_or_dash as _num
 from .targets import get_target
 
 RESULTS_SCHEMA = 2
-CellKey = tuple[str, str, str, int]  # (model, target, precision, batch)
 # Settings whose change makes old and new cells incomparable: a resumed run must match them.
 RESUME_KEYS = ("warmup_s", "runs", "duration_s", "buffers", "seed", "passes", "threads", "dataset",
                "dataset_limit", "weights", "device")
@@ -374,18 +374,7 @@ def _parity_fields(parity: dict) -> dict[str, Any]:
     return {k: parity[k] for k in keys if k in parity}
 
 
-def bench_cell(model: str, target: str, precision: str | None, batch: int, settings: BenchSettings,
-               out: Path, onnx_cache: dict, passes: str | None = "default",
-               weights: str | None = None) -> dict[str, Any]:
-    """One (model, target, precision, batch) cell."""
-    return bench_group(model, target, precision, [batch], settings, out, onnx_cache, passes, weights)[0]
-
-
 # ---------------------------------------------------------------- the matrix, with incremental writes and resume
-
-def cell_key(row: dict[str, Any]) -> CellKey:
-    return (row["model"], row["target"], row["precision"], int(row["batch"]))
-
 
 def plan_matrix(names: list[str], targets: list[str], batches: list[int], precision: str | None,
                 precisions: dict[str, tuple[str, ...]] | None = None) -> list[CellKey]:
@@ -424,33 +413,13 @@ class ResultsFile:
         if self.path:
             artifacts.write_json_atomic(self.path, report)
         if self.csv_path:
-            _write_text_atomic(self.csv_path, to_csv(report["results"]))
+            artifacts.write_text_atomic(self.csv_path, to_csv(report["results"]))
         if self.md_path:
-            _write_text_atomic(self.md_path, to_markdown(report["results"]))
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    tmp.write_text(text)
-    os.replace(tmp, path)
+            artifacts.write_text_atomic(self.md_path, to_markdown(report["results"]))
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def load_results(path: Path) -> dict[str, Any]:
-    """A results JSON, with a one-line error for a missing, corrupt or foreign file."""
-    path = Path(path)
-    try:
-        report = json.loads(path.read_text())
-    except OSError as exc:
-        raise DeployError(f"cannot read results {path}: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DeployError(f"{path} is not a results JSON (corrupt: {exc})") from None
-    if not isinstance(report, dict) or not isinstance(report.get("results"), list):
-        raise DeployError(f"{path} is not a results JSON (no 'results' list)")
-    return report
 
 
 def _resumed_rows(path: Path, settings_json: dict[str, Any], retry_failed: bool) -> tuple[dict, dict[CellKey, dict]]:
@@ -621,10 +590,6 @@ def to_markdown(results: list[dict[str, Any]]) -> str:
                  _num(f["reference_top1"] * 100 if f["reference_top1"] is not None else None, ".2f")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _num(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 # ---------------------------------------------------------------- the CLI's progress bar

@@ -357,7 +357,7 @@ COMMANDS = {"list": cmd_list, "export": cmd_export, "bench": cmd_bench, "report"
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("DEPLOY_DEBUG") == "1"
-    from deploy.errors import DeployError
+    from deploy.errors import DeployError, ParityError
     from models import ModelError
     from runtimes import RuntimeAdapterError
 
@@ -367,10 +367,14 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED if type(exc).__name__ == "ParityError" else EXIT_USER_ERROR
+        return EXIT_FAILED if isinstance(exc, ParityError) else EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`... | head`): not an error. Point stdout at devnull so the exit flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         if debug:
             raise

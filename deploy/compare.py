@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .bench import cell_key, load_results
 from .errors import DeployError
+from .results import cell_key, load_results
 
 
 def parse_threshold(text: str) -> float:

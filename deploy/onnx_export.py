@@ -9,10 +9,9 @@ import logging
 import warnings
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
-import torch
-from torch import nn
 
 from runtimes.base import first_line
 
@@ -21,9 +20,14 @@ from .errors import DeployError
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
+if TYPE_CHECKING:
+    from torch import nn
+
 
 def export_onnx(model: nn.Module, input_size: tuple[int, ...], opset: int) -> onnx.ModelProto:
     """Export with `torch.onnx.export(dynamo=True)`; batch is dynamic, everything else static."""
+    import torch  # here, not at the top: `inspect` and the graph tools need only onnx
+
     example = (torch.randn(2, *input_size),)
     batch = torch.export.Dim("batch", min=1, max=1024)
     sink = io.StringIO()

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import ensure_writable
-from .bench import load_results
 from .errors import DeployError
+from .results import format_or_dash, load_results
 
 # A MAC ratio this close to 1 makes "saving kept" a division by ~0: not shown.
 MIN_SAVING = 0.05
@@ -358,9 +358,9 @@ def _results_html(rows: list[dict[str, Any]]) -> str:
                  f"{r['throughput_ips']:.1f}" if r.get("throughput_ips") else "-", r.get("runs") or "-",
                  f"{r['macs'] / 1e9:.3f}", _memory(r.get("memory") or {}),
                  {True: "pass", False: "FAIL", None: "-"}.get(parity, "-"),
-                 _fmt(100 * acc["top1"] if acc.get("top1") is not None else None, ".2f"),
-                 _fmt(100 * acc["reference_top1"] if acc.get("reference_top1") is not None else None, ".2f"),
-                 "/".join(_fmt(v, ".1f") for v in r.get("load_average") or []) or "-", r.get("error") or ""]
+                 format_or_dash(100 * acc["top1"] if acc.get("top1") is not None else None, ".2f"),
+                 format_or_dash(100 * acc["reference_top1"] if acc.get("reference_top1") is not None else None, ".2f"),
+                 "/".join(format_or_dash(v, ".1f") for v in r.get("load_average") or []) or "-", r.get("error") or ""]
         cls = " class='bad'" if r["status"] != "ok" else ""
         lines.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     return "".join(lines) + "</table>"
@@ -373,7 +373,3 @@ def _memory(memory: dict[str, Any]) -> str:
 
 def _kept(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
-from .checkpoint import CheckpointInfo, load_checkpoint
 from .errors import CheckpointError, ModelError, UnknownModelError
 from .registry import ModelInfo, get_model_info, list_models, resolve_name
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .checkpoint import CheckpointInfo, load_checkpoint
 
 __all__ = [
     "CheckpointError",
@@ -47,6 +49,8 @@ def create_model(
     if weights is None and info.default_weights and not overrides:
         weights = default_weights_path(info)
     if weights is not None:
+        from .checkpoint import load_checkpoint
+
         checkpoint = load_checkpoint(
             model,
             weights,
@@ -62,3 +66,12 @@ def create_model(
 def default_weights_path(info: ModelInfo) -> Path | None:
     """The checkpoint shipped for `info` (e.g. `hvt_digits`), or None for a zoo model without one."""
     return Path(__file__).parent / info.default_weights if info.default_weights else None
+
+
+def __getattr__(name: str) -> Any:
+    # The checkpoint loader needs torch; import it on first use so that `import models` stays light.
+    if name in ("CheckpointInfo", "load_checkpoint"):
+        from . import checkpoint
+
+        return getattr(checkpoint, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,16 +5,17 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from .errors import UnknownModelError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-StateDictFilter = Callable[[dict[str, Any], nn.Module], dict[str, Any]]
+if TYPE_CHECKING:  # the registry stays importable without torch: the CLI imports `models` for its errors
+    from torch import nn
+
+StateDictFilter = Callable[[dict[str, Any], "nn.Module"], dict[str, Any]]
 
 
 @dataclass(frozen=True)

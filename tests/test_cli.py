@@ -22,6 +22,16 @@ def test_list_shows_the_zoo():
     assert "hvt_s_1" in result.stdout and "deit_s" in result.stdout and "78.00" in result.stdout
 
 
+def test_closed_pipe_is_not_an_error():
+    """`python -m deploy passes | head -0`: the reader leaves first; no traceback, no 'internal error'."""
+    proc = subprocess.Popen([sys.executable, "-m", "deploy", "passes"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the child writes, so its first write meets a closed pipe
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0
+    assert "error" not in stderr.lower() and "Traceback" not in stderr
+
+
 def test_list_json():
     rows = json.loads(run_cli("list", "--json").stdout)
     by_name = {r["name"]: r for r in rows}
