@@ -125,8 +125,8 @@ def _cast_target(node) -> int | None:
     return next((a.i for a in node.attribute if a.name == "to"), None)
 
 
-def model_sha256(path: Path, external_files: Sequence[str] = ()) -> str:
-    """sha256 over the ONNX file and its external-data files (weights change the engine too)."""
+def files_sha256(path: Path, external_files: Sequence[str] = ()) -> str:
+    """sha256 over a file and the files beside it that it names (an ONNX model's external data), read in chunks."""
     digest = hashlib.sha256()
     for file in (Path(path), *(Path(path).parent / name for name in external_files)):
         with open(file, "rb") as handle:
@@ -305,22 +305,19 @@ def default_cache_dir(extra: Mapping[str, Any]) -> Path:
     return Path(configured) if configured else Path.home() / ".cache" / "vit-deploy"
 
 
-def lookup_cached_engine(folder: Path, key: Mapping[str, Any]) -> Path | None:
-    """The cached engine for exactly this key, or None (absent, other key, or bytes changed)."""
-    engine, sidecar_path = Path(folder) / ENGINE_FILE, Path(folder) / SIDECAR_FILE
-    if not (engine.is_file() and sidecar_path.is_file()):
+def lookup_cached_engine(folder: Path, key: Mapping[str, Any]) -> tuple[bytes, dict[str, Any]] | None:
+    """(engine bytes, sidecar) cached for exactly this key, or None (absent, other key, or bytes changed)."""
+    engine_path, sidecar_path = Path(folder) / ENGINE_FILE, Path(folder) / SIDECAR_FILE
+    if not (engine_path.is_file() and sidecar_path.is_file()):
         return None
     try:
         sidecar = json.loads(sidecar_path.read_text())
+        engine = engine_path.read_bytes()
     except (OSError, ValueError):
         return None
-    if sidecar.get("key") != dict(key) or sidecar.get("engine_sha256") != _sha256_file(engine):
+    if sidecar.get("key") != dict(key) or sidecar.get("engine_sha256") != hashlib.sha256(engine).hexdigest():
         return None
-    return engine
-
-
-def _sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return engine, sidecar
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -640,7 +637,7 @@ class TensorRTBackend(Backend):
         plan, key, cache_folder = self._prepare(trt, source, options)
         cached = lookup_cached_engine(cache_folder, key) if cache_folder else None
         if cached is not None:
-            engine, pinned = cached.read_bytes(), read_sidecar(cached).get("fp32_layers", [])
+            engine, pinned = cached[0], cached[1].get("fp32_layers", [])
         else:
             engine, pinned = build_serialized(trt, source.onnx_path, plan, parse_version(trt.__version__))
             if cache_folder is not None:
@@ -663,7 +660,7 @@ class TensorRTBackend(Backend):
                              else timing_cache_path(cache_dir, trt.__version__, device))
         key = engine_cache_key(
             tensorrt_version=trt.__version__, device=device,
-            model_sha256=model_sha256(source.onnx_path, graph.external_files), precision=options.precision,
+            model_sha256=files_sha256(source.onnx_path, graph.external_files), precision=options.precision,
             route=plan.route, builder_flags=plan.builder_flags(), profile=plan.profile, dla=plan.dla,
             workspace_mib=plan.workspace_mib)
         folder = engine_cache_dir(cache_dir, key) if extra.get("engine_cache", True) else None
@@ -689,7 +686,7 @@ class TensorRTBackend(Backend):
         device = self._device(options)
         here = {"tensorrt_version": trt.__version__, "gpu_name": device.name,
                 "compute_capability": device.compute_capability}
-        verify_sidecar(sidecar, _sha256_file(path), here)
+        verify_sidecar(sidecar, files_sha256(path), here)
         return TensorRTRunner(path, sidecar, device=device.index)
 
 
