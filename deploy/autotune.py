@@ -31,6 +31,7 @@ import numpy as np
 import onnx
 
 from runtimes import Backend, BuildOptions, ModelSource, TensorSpec
+from runtimes.base import first_line
 
 from .data import seeded_batch
 from .errors import DeployError
@@ -145,8 +146,7 @@ def select_passes(
                     continue
                 runners.append((record, runner))
             except Exception as exc:  # a candidate that does not build or load is an outcome, not a crash
-                text = str(exc).strip().splitlines()
-                record.update(status="error", error=f"{type(exc).__name__}: {text[0][:300] if text else ''}")
+                record.update(status="error", error=f"{type(exc).__name__}: {first_line(exc)}")
         if not runners:
             raise DeployError("--passes auto: no candidate built and passed parity: " + "; ".join(
                 f"{r['label']}: {r.get('error', r['status'])}" for r in records))

@@ -111,7 +111,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_list(args) -> int:
     from models import list_models
-    from models.registry import aliases_of
 
     infos = list_models(args.family)
     if args.family and not infos:
@@ -120,13 +119,13 @@ def cmd_list(args) -> int:
         raise DeployError(f"no family {args.family!r}; families: hvt, deit, cvt, resnas")
     if args.json:
         print(json.dumps([{
-            "name": i.name, "family": i.family, "aliases": aliases_of(i.name), "params_m": i.params_m,
+            "name": i.name, "family": i.family, "aliases": list(i.aliases), "params_m": i.params_m,
             "macs_g": i.macs_g, "input_size": list(i.input_size), "published_top1": i.published_top1,
             "published_source": i.published_source, "notes": i.notes} for i in infos], indent=2))
         return 0
     rows = [("model", "family", "params M", "GMACs", "input", "top-1", "aliases / notes")]
     for i in infos:
-        note = ", ".join(aliases_of(i.name)) + ("; " if aliases_of(i.name) and i.notes else "") + i.notes
+        note = ", ".join(i.aliases) + ("; " if i.aliases and i.notes else "") + i.notes
         note = note if len(note) <= 60 else note[:57] + "..."  # the full text is in --json
         rows.append((i.name, i.family, f"{i.params_m:.3f}", f"{i.macs_g:.3f}", str(i.input_size[-1]),
                      f"{i.published_top1:.2f}" if i.published_top1 is not None else "-", note))

@@ -19,6 +19,8 @@ import torch
 
 import models
 import runtimes
+from models.complexity import count_params
+from models.fuse import FUSED_COUNT_ATTR
 from runtimes import BuildOptions, ModelSource, TensorSpec
 
 from . import artifacts, onnx_export
@@ -57,10 +59,6 @@ class ExportResult:
     manifest: dict[str, Any]
     model: torch.nn.Module
 
-    @property
-    def parity_passed(self) -> bool | None:
-        return self.manifest["parity"].get("passed")
-
 
 def export(request: ExportRequest, onnx_cache: dict | None = None) -> ExportResult:
     """Run the whole stage; raises DeployError (or a zoo/runtime error) with a one-line reason."""
@@ -84,7 +82,7 @@ def export(request: ExportRequest, onnx_cache: dict | None = None) -> ExportResu
     input_specs = [TensorSpec(onnx_export.INPUT_NAME, ("batch", *info.input_size))]
     source = ModelSource(input_specs, [onnx_export.OUTPUT_NAME], module=deployable)
     manifest: dict[str, Any] = _manifest_head(request, info, model, profile.name, precision, status)
-    manifest["model"]["batchnorm_folded"] = getattr(deployable, "num_batchnorm_fused", 0)
+    manifest["model"]["batchnorm_folded"] = getattr(deployable, FUSED_COUNT_ATTR, 0)
 
     final = artifacts.artifact_dir(out_root, info.name, profile.name, precision)
     with tempfile.TemporaryDirectory(dir=out_root, prefix=".work-") as work, artifacts.staging(final) as stage:
@@ -139,7 +137,7 @@ def _manifest_head(request, info, model, target, precision, status) -> dict[str,
             "name": info.name, "family": info.family, "config": info.config,
             "input_size": list(info.input_size), "mean": list(info.mean), "std": list(info.std),
             "interpolation": info.interpolation, "crop_pct": info.crop_pct,
-            "params": sum(p.numel() for p in model.parameters()), "macs_g": info.macs_g,
+            "params": count_params(model), "macs_g": info.macs_g,
         },
         "weights": (
             {"source": "file", "path": weights.path, "sha256": weights.sha256,
@@ -165,29 +163,29 @@ def _versions(target: str, runtime_version: str | None) -> dict[str, str | None]
 
 def _prepare_onnx(model, info, request, profile, work: Path, cache: dict | None, precision: str = "fp32",
                   tune=None):
+    # A lone export still caches within itself: `auto` tunes on the same clean export that it then rewrites.
+    cache = {} if cache is None else cache
     opset = request.opset or profile.opset
     base_key = (info.name, request.weights, request.use_ema, request.seed, opset)
     auto = None
     if request.passes == "auto":
         auto_key = ("auto", *base_key, profile.name, precision)
-        auto = cache.get(auto_key) if cache is not None else None
+        auto = cache.get(auto_key)
         if auto is None:
-            auto = tune(_exported(model, info, opset, base_key, cache))
-            if cache is not None:
-                cache[auto_key] = auto
+            auto = cache[auto_key] = tune(_exported(model, info, opset, base_key, cache))
         pass_names = list(auto["passes"])
     else:
         pass_names = resolve_passes(profile, request.passes)
     # Precisions whose graph the export stage converts itself (fp16 with fp32 islands) append their pass.
     pass_names += [name for name in profile.precision_passes.get(precision, ()) if name not in pass_names]
     key = (*base_key, tuple(pass_names))
-    if cache is not None and key in cache:
+    if key in cache:
         path, details = cache[key]
         return path, ({**details, "auto": auto} if auto else details)
     proto, records = run_passes(_exported(model, info, opset, base_key, cache), pass_names)
     onnx_export.check(proto)
     # A bench run shares one cache folder across targets; a lone export works in its own temp folder.
-    folder = Path(cache["dir"]) if cache is not None and "dir" in cache else work
+    folder = Path(cache["dir"]) if "dir" in cache else work
     path = folder / f"{info.name}-opset{opset}-{hashlib.sha1(repr(key).encode()).hexdigest()[:10]}.onnx"
     sha = onnx_export.save_onnx(proto, path)
     details = {
@@ -195,20 +193,16 @@ def _prepare_onnx(model, info, request, profile, work: Path, cache: dict | None,
         "sha256": sha, "passes": [r.to_json() for r in records],
         "op_histogram": onnx_export.op_histogram(proto),
     }
-    if cache is not None:
-        cache[key] = (path, details)
+    cache[key] = (path, details)
     return path, ({**details, "auto": auto} if auto else details)
 
 
-def _exported(model, info, opset: int, base_key: tuple, cache: dict | None):
+def _exported(model, info, opset: int, base_key: tuple, cache: dict):
     """The cleaned-up export before any pass, shared by every pass list (and `auto`'s candidates)."""
     key = ("clean", *base_key)
-    if cache is not None and key in cache:
-        return cache[key]
-    proto = onnx_export.clean_up(onnx_export.export_onnx(model, info.input_size, opset))
-    if cache is not None:
-        cache[key] = proto
-    return proto
+    if key not in cache:
+        cache[key] = onnx_export.clean_up(onnx_export.export_onnx(model, info.input_size, opset))
+    return cache[key]
 
 
 def _reference(model):

@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,12 +65,6 @@ class DeviceProfile:
     record: tuple[str, ...] = ("cpu", "governor")
     description: str = ""
     source: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "device": self.device, "source": self.source,
-                "targets": list(self.targets), "precisions": {k: list(v) for k, v in self.precisions.items()},
-                "batches": list(self.batches), "threads": self.threads, "models": list(self.models),
-                "record": list(self.record)}
 
 
 # ---------------------------------------------------------------- parsing and lookup
@@ -476,7 +469,6 @@ class PowerSampler:
             return self
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
-        self.started = time.perf_counter()
         return self
 
     def _read(self) -> None:

@@ -101,5 +101,3 @@ def list_models(family: str | None = None) -> list[ModelInfo]:
     return infos
 
 
-def aliases_of(name: str) -> list[str]:
-    return [a for a, target in _ALIASES.items() if target == name]

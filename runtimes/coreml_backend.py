@@ -48,8 +48,6 @@ logging.getLogger("coremltools").setLevel(logging.ERROR)
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 BATCH_SHAPES = ("static", "enumerated")
 RUN_REASON = "Core ML prediction runs only on macOS"
-# Ops whose presence says how attention was converted (fused op needs an iOS18/macOS15 target).
-ATTENTION_OPS = ("scaled_dot_product_attention", "matmul", "softmax")
 # coremltools' default: weight tensors with fewer elements stay fp16 (small layers gain nothing).
 DEFAULT_WEIGHT_THRESHOLD = 2048
 QUANTIZED_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")

@@ -332,10 +332,6 @@ def _canonical_core(op, query, key, value, scale):
     return op.MatMul(op.Softmax(scores, axis=-1), value)
 
 
-def _softmax_scale(q_scaled: bool, scale: ir.Value | None, head_dim: int) -> float | None:
-    return (_scalar(scale) if q_scaled else 1.0) if head_dim else None
-
-
 class OrtMultiHeadAttention(pattern.RewriteRuleClassBase):
     """Separate (B, S, H*d) Q/K/V, head splits, canonical attention, merge  ==>  com.microsoft.MultiHeadAttention."""
 

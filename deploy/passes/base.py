@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -42,7 +41,7 @@ def register_pass(graph_pass: GraphPass) -> GraphPass:
 
 
 def rule_pass(name: str, description: str, *stages: Sequence[pattern.RewriteRule], min_opset: int | None = None,
-              raise_opset: bool = False, category: str | None = None) -> GraphPass:
+              raise_opset: bool = False, category: str) -> GraphPass:
     """A pass made of onnxscript rewrite rules, applied stage after stage (a later stage sees the
     graph the earlier one left, so a specific rule can claim its nodes before a general one).
 
@@ -60,8 +59,6 @@ def rule_pass(name: str, description: str, *stages: Sequence[pattern.RewriteRule
             finish(model, min_opset)
         return changed
 
-    # Without an explicit category a pass is grouped by the module that defines it (pooling.py -> pooling).
-    category = category or sys._getframe(1).f_globals.get("__name__", "graph").rsplit(".", 1)[-1]
     return register_pass(GraphPass(name, description, run, category))
 
 

@@ -103,4 +103,5 @@ POOL_1D_TO_2D = rule_pass(
     "(HVT). Needed by runtimes that only pool in 2-D (ORT Core ML EP); exact.",
     [TokenPoolTo2d.rule(op) for op in _POOL_OPS],
     [Pool1dTo2d.rule(op) for op in _POOL_OPS],
+    category="pooling",
 )
