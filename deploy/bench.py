@@ -501,8 +501,10 @@ def _run_plan(plan, rows, report, settings, out, passes, weights, results, progr
         if (model, target, prec, batch) not in rows:
             groups.setdefault((model, target, prec), []).append(batch)
     with tempfile.TemporaryDirectory(dir=out, prefix=".bench-onnx-") as cache_dir:
-        cache = {"dir": cache_dir}
+        cache, cached_model = {}, None
         for (model, target, prec), batches in groups.items():
+            if model != cached_model:  # the plan is model-major: hold one model's modules and graphs at a time
+                cache, cached_model = {"dir": cache_dir}, model
             progress.cell_started((model, target, prec, batches[0]))
             for row in bench_group(model, target, prec, batches, settings, out, cache, passes, weights, references):
                 rows[cell_key(row)] = row
