@@ -442,12 +442,10 @@ def configure(trt, builder, network, plan: BuildPlan):
     config = builder.create_builder_config()
     if plan.workspace_mib:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(plan.workspace_mib) << 20)
-    for flag in plan.route.flags:
+    # The engine cache key records plan.builder_flags(): set exactly those, so the key can't drift from the build.
+    for flag in plan.builder_flags():
         config.set_flag(getattr(trt.BuilderFlag, flag))
-    pinned = []
-    if plan.route.pin_fp32:
-        pinned = pin_fp32_layers(trt, network)
-        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    pinned = pin_fp32_layers(trt, network) if plan.route.pin_fp32 else []
     tf32 = getattr(trt.BuilderFlag, "TF32", None)
     if tf32 is not None and not plan.tf32:
         config.clear_flag(tf32)
@@ -466,8 +464,6 @@ def _configure_dla(trt, builder, config, dla: DlaSettings) -> None:
         raise RuntimeAdapterError(f"DLA core {dla.core} requested; this device has {cores} DLA core(s)")
     config.default_device_type = trt.DeviceType.DLA
     config.DLA_core = dla.core
-    if dla.gpu_fallback:
-        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
 
 
 def attach_timing_cache(config, path: Path | None):
