@@ -23,6 +23,14 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
 
 
+def check_batches(batch: Sequence[int]) -> list[int]:
+    """The batch sizes a build was asked for, as a list; one error if any is not a positive int."""
+    batches = list(batch)
+    if not batches or not all(isinstance(b, int) and b > 0 for b in batches):
+        raise RuntimeAdapterError(f"batch sizes must be positive ints, got {batch!r}")
+    return batches
+
+
 class RuntimeAdapterError(RuntimeError):
     """A runtime problem the user can act on (missing package, bad engine, wrong input)."""
 

@@ -38,6 +38,7 @@ from .base import (
     RuntimeAdapterError,
     RuntimeUnavailableError,
     TensorSpec,
+    check_batches,
     first_line,
 )
 
@@ -81,15 +82,8 @@ def deployment_target(name: str | None):
 
 
 def static_batch(batch) -> int:
-    batches = list(batch or (1,))
-    if not batches or not all(isinstance(b, int) and b > 0 for b in batches):
-        raise RuntimeAdapterError(f"batch sizes must be positive ints, got {batch!r}")
-    return batches[0]
-
-
-def static_shape(spec: TensorSpec, batch: int) -> tuple[int, ...]:
-    """The spec's shape with its dynamic leading dim set to `batch`; other dims must be static."""
-    return spec.shape_at(batch)
+    """The batch a static Core ML program is built for: the first one listed (1 if none)."""
+    return check_batches(batch or (1,))[0]
 
 
 def _dtype_name(proto_value: int) -> str:
@@ -265,7 +259,7 @@ def _convert(source: ModelSource, batch: int, batches: list[int], precision: str
 
     # A batch-1 example would specialise a dynamic batch dim to 1: trace with the largest one.
     example_batch = max(batches) if len(batches) > 1 else batch
-    example = tuple(torch.zeros(static_shape(spec, example_batch), dtype=getattr(torch, spec.dtype))
+    example = tuple(torch.zeros(spec.shape_at(example_batch), dtype=getattr(torch, spec.dtype))
                     for spec in source.input_specs)
     dynamic = None
     if len(batches) > 1:
@@ -294,9 +288,9 @@ def _input_shape(spec: TensorSpec, batch: int, batches: list[int]):
     import coremltools as ct
 
     if len(batches) == 1:
-        return static_shape(spec, batch)
-    return ct.EnumeratedShapes(shapes=[static_shape(spec, b) for b in batches],
-                               default=static_shape(spec, batch))
+        return spec.shape_at(batch)
+    return ct.EnumeratedShapes(shapes=[spec.shape_at(b) for b in batches],
+                               default=spec.shape_at(batch))
 
 
 def _quantize_weights(mlmodel, weight_threshold: int):

@@ -63,6 +63,7 @@ from .base import (
     Runner,
     RuntimeAdapterError,
     TensorSpec,
+    check_batches,
 )
 
 MIN_VERSION = (10, 0)
@@ -213,9 +214,7 @@ def _int8_route(version, graph: GraphTypes, requested: str) -> Route:
 def optimisation_profile(specs: Sequence[TensorSpec], batch: Sequence[int],
                          opt_batch: int | None = None) -> dict[str, tuple[tuple[int, ...], ...]]:
     """name -> (min, opt, max) shapes: min = min(batch), opt = batch[0] (or opt_batch), max = max(batch)."""
-    batches = list(batch)
-    if not batches or not all(isinstance(b, int) and b > 0 for b in batches):
-        raise RuntimeAdapterError(f"batch sizes must be positive ints, got {batch!r}")
+    batches = check_batches(batch)
     low, high = min(batches), max(batches)
     opt = batches[0] if opt_batch is None else int(opt_batch)
     if not low <= opt <= high:

@@ -17,7 +17,7 @@ from runtimes import (
     TensorSpec,
     get_backend,
 )
-from runtimes.coreml_backend import RUN_REASON, describe_mlprogram, static_batch, static_shape
+from runtimes.coreml_backend import RUN_REASON, describe_mlprogram, static_batch
 
 ct = pytest.importorskip("coremltools", reason="the coreml extra is not installed: pip install -e .[coreml]")
 torch = pytest.importorskip("torch", reason="torch is needed to build the reference model")
@@ -143,9 +143,9 @@ def test_enumerated_batches_cover_every_listed_batch(backend, source, tmp_path):
 
 def test_shape_helpers():
     assert static_batch((4, 1)) == 4
-    assert static_shape(SPEC, 3) == (3, 3, 32, 32)
+    assert SPEC.shape_at(3) == (3, 3, 32, 32)
     with pytest.raises(RuntimeAdapterError, match="dynamic dim 2"):
-        static_shape(TensorSpec("input", ("batch", 3, "h", 32)), 1)
+        TensorSpec("input", ("batch", 3, "h", 32)).shape_at(1)
     with pytest.raises(RuntimeAdapterError, match="positive"):
         static_batch((0,))
 
