@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import IMAGE_SUFFIXES, preprocess
+from .data import images_in, no_images_error, preprocess_for, read_images
 from .errors import DeployError
 
 DIGITS_FILE = Path(__file__).parent / "data" / "digits_test.npz"
@@ -45,11 +45,6 @@ def digits_image(pixels: np.ndarray):
     return Image.fromarray(np.asarray(pixels, dtype=np.uint8), "L")
 
 
-def _preprocess_for(info) -> Callable[[Any], np.ndarray]:
-    return lambda image: preprocess(image, info.input_size, info.mean, info.std, info.interpolation,
-                                    info.crop_pct)
-
-
 def load_digits_set(info, path: Path = DIGITS_FILE, limit: int | None = None) -> LabeledSet:
     """The shipped held-out digits (`images` uint8 (N, 8, 8), `labels`), preprocessed for `info`."""
     try:
@@ -58,7 +53,7 @@ def load_digits_set(info, path: Path = DIGITS_FILE, limit: int | None = None) ->
     except (OSError, KeyError, ValueError) as exc:
         raise DeployError(f"cannot read the digits set {path}: {exc}") from None
     pixels, labels = pixels[:limit], labels[:limit]
-    transform = _preprocess_for(info)
+    transform = preprocess_for(info)
     images = np.stack([transform(digits_image(p)) for p in pixels])
     return LabeledSet("digits", images, labels, [str(i) for i in range(10)], str(path))
 
@@ -85,24 +80,14 @@ def class_folders(folder: Path) -> tuple[list[str], dict[str, int]]:
 
 def load_image_folder(folder: Path, info, limit: int | None = None) -> LabeledSet:
     """Labelled images from class subfolders; with `limit`, a class-balanced subset (round robin)."""
-    from PIL import Image
-
     classes, index = class_folders(folder)
-    per_class = [sorted(p for p in (Path(folder) / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-                 for name in index]
+    per_class = [images_in(Path(folder) / name) for name in index]
     picked = _round_robin(list(zip(index.values(), per_class, strict=True)), limit)
     if not picked:
-        raise DeployError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
-    transform = _preprocess_for(info)
-    arrays = []
-    for path, _ in picked:
-        try:
-            with Image.open(path) as image:
-                arrays.append(transform(image))
-        except OSError as exc:
-            raise DeployError(f"cannot read image {path}: {exc}") from None
+        raise no_images_error(folder)
+    images = read_images([path for path, _ in picked], info)
     labels = np.array([label for _, label in picked], dtype=np.int64)
-    return LabeledSet(Path(folder).name, np.stack(arrays), labels, classes, str(folder))
+    return LabeledSet(Path(folder).name, images, labels, classes, str(folder))
 
 
 def _round_robin(groups: list[tuple[int, list[Path]]], limit: int | None) -> list[tuple[Path, int]]:
@@ -158,12 +143,16 @@ def accuracy_record(logits: np.ndarray, reference: np.ndarray, dataset: LabeledS
     }
 
 
-def torch_logits(model, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    """PyTorch fp32 eager logits: the reference every engine is held to."""
+def torch_reference(model) -> Callable[[np.ndarray], np.ndarray]:
+    """PyTorch fp32 eager inference on a numpy batch: the reference every engine is held to."""
     import torch
 
     def infer(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return model(torch.from_numpy(x)).numpy()
 
-    return predict(infer, images, batch)
+    return infer
+
+
+def torch_logits(model, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    return predict(torch_reference(model), images, batch)

@@ -6,7 +6,9 @@ normalise) done with Pillow and numpy, so no torchvision is needed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,26 +42,46 @@ def preprocess(image, input_size: tuple[int, int, int], mean, std, interpolation
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
+def preprocess_for(info) -> Callable[[Any], np.ndarray]:
+    """The eval transform of the model described by `info` (a zoo `ModelInfo`)."""
+    return lambda image: preprocess(image, info.input_size, info.mean, info.std, info.interpolation,
+                                    info.crop_pct)
+
+
+def images_in(folder: Path) -> list[Path]:
+    """Image files under `folder` (recursively), sorted; may be empty."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def no_images_error(folder: Path) -> DeployError:
+    return DeployError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
+
+
 def image_files(folder: Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise DeployError(f"image folder {folder} does not exist")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = images_in(folder)
     if not files:
-        raise DeployError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
+        raise no_images_error(folder)
     return files
+
+
+def read_images(paths: list[Path], info) -> np.ndarray:
+    """The images at `paths`, preprocessed for `info`, stacked; one error names an unreadable file."""
+    from PIL import Image
+
+    transform = preprocess_for(info)
+    arrays = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                arrays.append(transform(image))
+        except OSError as exc:
+            raise DeployError(f"cannot read image {path}: {exc}") from None
+    return np.stack(arrays)
 
 
 def load_images(folder: Path, info, limit: int) -> np.ndarray:
     """Up to `limit` images under `folder`, preprocessed for the model described by `info`."""
-    from PIL import Image
-
-    arrays = []
-    for path in image_files(folder)[:limit]:
-        try:
-            with Image.open(path) as image:
-                arrays.append(preprocess(image, info.input_size, info.mean, info.std,
-                                         info.interpolation, info.crop_pct))
-        except OSError as exc:
-            raise DeployError(f"cannot read image {path}: {exc}") from None
-    return np.stack(arrays)
+    return read_images(image_files(folder)[:limit], info)

@@ -24,6 +24,7 @@ from models.fuse import FUSED_COUNT_ATTR
 from runtimes import BuildOptions, ModelSource, TensorSpec
 
 from . import artifacts, onnx_export
+from .accuracy import torch_reference
 from .autotune import AutotuneSettings, select_passes
 from .data import load_images, seeded_batch
 from .errors import DeployError, ParityError
@@ -93,7 +94,7 @@ def export(request: ExportRequest, onnx_cache: dict | None = None) -> ExportResu
         if backend.source_kind == "onnx":
             def tune(proto):  # --passes auto: build, gate and time the profile's candidates here
                 return select_passes(proto, profile, precision, backend, options, input_specs[0],
-                                     onnx_export.OUTPUT_NAME, _reference(model), Path(work) / "auto",
+                                     onnx_export.OUTPUT_NAME, torch_reference(model), Path(work) / "auto",
                                      request.autotune, request.seed)
 
             source.onnx_path, manifest["onnx"] = _prepare_onnx(
@@ -205,14 +206,6 @@ def _exported(model, info, opset: int, base_key: tuple, cache: dict):
     return cache[key]
 
 
-def _reference(model):
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(x)).numpy()
-
-    return run
-
-
 def _calibration(request: ExportRequest, info, precision: str) -> list[dict[str, np.ndarray]] | None:
     if precision != "int8":
         return None
@@ -245,7 +238,7 @@ def _parity(backend, status, stage, build, options, source, model, precision, re
     reports = []
     # A static-shape engine is checked at the batches it serves; a dynamic one at every requested batch.
     batches = sorted(set(build.batches or request.batch))
-    reference = _reference(model)
+    reference = torch_reference(model)
     with backend.load(stage, build.files[0], options, source.input_specs, source.output_names) as runner:
         for batch in batches:
             x = seeded_batch(tuple(source.input_specs[0].shape[1:]), batch, request.seed + batch)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import models  # noqa: E402
 from deploy.accuracy import digits_image, topk  # noqa: E402
-from deploy.data import preprocess  # noqa: E402
+from deploy.data import preprocess_for  # noqa: E402
 
 WEIGHTS = ROOT / "models" / "weights" / "hvt_digits.pth"
 HELD_OUT = ROOT / "deploy" / "data" / "digits_test.npz"
@@ -52,9 +52,8 @@ def load_split(seed: int) -> dict[str, np.ndarray]:
 
 
 def preprocessed(pixels: np.ndarray, info) -> torch.Tensor:
-    return torch.from_numpy(np.stack([
-        preprocess(digits_image(p), info.input_size, info.mean, info.std, info.interpolation, info.crop_pct)
-        for p in pixels]))
+    transform = preprocess_for(info)
+    return torch.from_numpy(np.stack([transform(digits_image(p)) for p in pixels]))
 
 
 def jitter(x: torch.Tensor, info, generator: torch.Generator) -> torch.Tensor:

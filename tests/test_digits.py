@@ -104,3 +104,26 @@ def test_an_image_folder_with_a_class_list_maps_names_to_model_indices(tmp_path)
     assert sorted(dataset.labels.tolist()) == [2, 7]
     limited = accuracy.load_dataset(str(tmp_path), info, limit=1)
     assert len(limited) == 1
+
+
+def test_calibration_images_load_from_a_folder(tmp_path):
+    """`export --calib-dir`: images under a folder, preprocessed for the model, at most `limit` of them."""
+    from deploy.data import load_images
+    from deploy.errors import DeployError
+
+    info = models.get_model_info("hvt_digits")
+    nested = tmp_path / "a" / "b"
+    nested.mkdir(parents=True)
+    for i in range(3):
+        Image.new("L", (8 + i, 8), 40 * i).save(nested / f"{i}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    images = load_images(tmp_path, info, limit=2)
+    assert images.shape == (2, *info.input_size) and images.dtype == np.float32
+    assert not np.allclose(images[0], images[1])  # two different files, not one repeated
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DeployError, match="no images"):
+        load_images(empty, info, 1)
+    (nested / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DeployError, match="cannot read image .*broken.png"):
+        load_images(tmp_path, info, limit=10)
