@@ -158,11 +158,6 @@ class _Attention(SDPA):
         self.scale, self.key_format = scale, key_format
         return result
 
-    def _scaled_query(self, op, query: ir.Value) -> ir.Value:
-        if self.scale == 1.0:
-            return query
-        return op.Mul(query, op.Constant(value=ir.tensor(np.array(self.scale, dtype=_float_dtype(query)))))
-
 
 def _agree(*dims) -> bool:
     static = {d for d in dims if isinstance(d, int)}
@@ -183,8 +178,7 @@ class CanonicalAttention(_Attention):
         return result
 
     def rewrite(self, op, query, key, value, **_):
-        key_t = op.Transpose(key, perm=_TRANSPOSE_KEY[self.key_format])
-        return op.MatMul(op.Softmax(op.MatMul(self._scaled_query(op, query), key_t), axis=-1), value)
+        return _emit_canonical(op, query, key, value, self.scale, self.key_format)
 
 
 class OnnxAttention(_Attention):
@@ -254,15 +248,15 @@ class FoldQueryScale(pattern.RewriteRuleClassBase):
             return result.fail("scale is not a constant scalar")
         if _heads_of(shape, layout) is None:
             return result.fail("not a (B, S, H, d) head split")
-        if not _only_consumer(projected) or Linear.producing(projected) is None:
+        self.linear = Linear.producing(projected) if _only_consumer(projected) else None
+        if self.linear is None:
             return result.fail("Q is not the only use of a Linear with constant weights")
         return result
 
     def rewrite(self, op, projected, shape, scale, key_t, layout, **_):
-        linear = Linear.producing(projected)
         s = _scalar(scale)
-        w, b = linear.arrays()
-        q = linear.emit(op, w * s, None if b is None else b * s, "qscaled")
+        w, b = self.linear.arrays()
+        q = self.linear.emit(op, w * s, None if b is None else b * s, "qscaled")
         heads = op.Reshape(q, shape)
         if layout == "transpose":
             heads = op.Transpose(heads, perm=_HEADS_FIRST)
@@ -332,6 +326,21 @@ def _canonical_core(op, query, key, value, scale):
     return op.MatMul(op.Softmax(scores, axis=-1), value)
 
 
+def _merged_and_scaled(out_shape, out_layout: str, heads: int, head_dim: int, scale,
+                       q_scaled: bool) -> tuple[str | None, float | None]:
+    """What both ORT fusions require of the tail: heads merged back to (B, S, H*d), a constant query scale.
+
+    Returns (why not, None) or (None, the scale).
+    """
+    out = _ints(out_shape)
+    if out is None or len(out) != 3 or out[2] not in (-1, heads * head_dim) or 0 in out:
+        return "output is not merged back to (B, S, H*d)", None
+    if out_layout == "reshape" and heads != 1:
+        return "a bare reshape merges heads only for one head", None
+    value = _scalar(scale) if q_scaled else 1.0
+    return ("scale is not a constant scalar", None) if value is None else (None, value)
+
+
 class OrtMultiHeadAttention(pattern.RewriteRuleClassBase):
     """Separate (B, S, H*d) Q/K/V, head splits, canonical attention, merge  ==>  com.microsoft.MultiHeadAttention."""
 
@@ -346,7 +355,6 @@ class OrtMultiHeadAttention(pattern.RewriteRuleClassBase):
 
     def check(self, context, q3, k3, v3, q_shape, k_shape, v_shape, out_shape, scale, q_scaled,
               q_layout, k_layout, v_layout, **_):
-        out_layout = self.out_layout
         result = pattern.MatchResult()
         layouts = {_heads_of(s, t) for s, t in ((q_shape, q_layout), (k_shape, k_layout), (v_shape, v_layout))}
         if None in layouts or len(layouts) != 1:
@@ -354,15 +362,8 @@ class OrtMultiHeadAttention(pattern.RewriteRuleClassBase):
         (self.heads, self.head_dim), = layouts
         if any(x.shape is None or len(x.shape) != 3 for x in (q3, k3, v3)):
             return result.fail("Q/K/V are not 3-D")
-        out = _ints(out_shape)
-        if out is None or len(out) != 3 or out[2] not in (-1, self.heads * self.head_dim) or 0 in out:
-            return result.fail("output is not merged back to (B, S, H*d)")
-        if out_layout == "reshape" and self.heads != 1:
-            return result.fail("a bare reshape merges heads only for one head")
-        self.scale = _scalar(scale) if q_scaled else 1.0
-        if self.scale is None:
-            return result.fail("scale is not a constant scalar")
-        return result
+        reason, self.scale = _merged_and_scaled(out_shape, self.out_layout, self.heads, self.head_dim, scale, q_scaled)
+        return result.fail(reason) if reason else result
 
     def rewrite(self, op, q3, k3, v3, **_):
         return op.MultiHeadAttention(q3, k3, v3, num_heads=self.heads, scale=self.scale, _domain="com.microsoft")
@@ -381,19 +382,11 @@ class OrtPackedAttention(_PackedQkv):
         return _merge_heads(op, out, out_shape, self.out_layout)
 
     def check(self, context, projected, shape, reshaped, out_shape, scale, q_scaled, **bindings):
-        out_layout = self.out_layout
         result = self._check_packed(projected, shape, reshaped, bindings)
         if not result:
             return result
-        out = _ints(out_shape)
-        if out is None or len(out) != 3 or out[2] not in (-1, self.dims[3] * self.dims[4]) or 0 in out:
-            return result.fail("output is not merged back to (B, S, H*d)")
-        if out_layout == "reshape" and self.dims[3] != 1:
-            return result.fail("a bare reshape merges heads only for one head")
-        self.scale = _scalar(scale) if q_scaled else 1.0
-        if self.scale is None:
-            return result.fail("scale is not a constant scalar")
-        return result
+        reason, self.scale = _merged_and_scaled(out_shape, self.out_layout, self.dims[3], self.dims[4], scale, q_scaled)
+        return result.fail(reason) if reason else result
 
     def rewrite(self, op, projected, **_):
         w, b = self.linear.arrays()
@@ -408,10 +401,10 @@ class OrtPackedAttention(_PackedQkv):
 # ------------------------------------------------------------------------------------------- de-fuse
 
 
-def _emit_canonical(op, query, key, value, scale: float):
+def _emit_canonical(op, query, key, value, scale: float, key_format: str = "BHSd"):
     if scale != 1.0:
         query = op.Mul(query, op.Constant(value=ir.tensor(np.array(scale, dtype=_float_dtype(query)))))
-    scores = op.MatMul(query, op.Transpose(key, perm=[0, 1, 3, 2]))
+    scores = op.MatMul(query, op.Transpose(key, perm=_TRANSPOSE_KEY[key_format]))
     return op.MatMul(op.Softmax(scores, axis=-1), value)
 
 
