@@ -233,12 +233,9 @@ def _cpu_model() -> str:
 
 @functools.cache
 def _param_count(name: str) -> int:
-    import torch
+    from models.complexity import count_params, meta_model
 
-    from models.complexity import count_params
-
-    with torch.device("meta"):
-        return count_params(models.get_model_info(name).build())
+    return count_params(meta_model(name))
 
 
 def _weights_label(info, weights: str | None) -> str:

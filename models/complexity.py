@@ -7,6 +7,14 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 
+def meta_model(name: str) -> nn.Module:
+    """A zoo model on the meta device: shapes, parameter counts and MACs without allocating weights."""
+    from .registry import get_model_info
+
+    with torch.device("meta"):
+        return get_model_info(name).build()
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

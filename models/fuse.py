@@ -14,8 +14,7 @@ import torch.fx
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-# Set on the returned model so that manifests can record the transformation.
-FUSED_ATTR = "batchnorm_fused"
+# Set on the returned model (how many layers were folded) so that manifests can record the transformation.
 FUSED_COUNT_ATTR = "num_batchnorm_fused"
 
 
@@ -56,8 +55,8 @@ def fuse_batchnorm(model: nn.Module) -> nn.Module:
     """Return an eval-mode copy of `model` with every Conv2d -> BatchNorm2d pair folded into the conv.
 
     The conv gains a bias if it had none; the BatchNorm2d is replaced by `nn.Identity`, so module
-    code that calls it keeps working. The copy carries `batchnorm_fused = True` and
-    `num_batchnorm_fused` (how many layers were folded); the input model is left untouched.
+    code that calls it keeps working. The copy carries `num_batchnorm_fused` (how many layers were
+    folded, possibly 0); the input model is left untouched.
     """
     fused = copy.deepcopy(model).eval()
     count = 0
@@ -70,10 +69,9 @@ def fuse_batchnorm(model: nn.Module) -> nn.Module:
             setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
             setattr(parent, bn_name, nn.Identity())
             count += 1
-    setattr(fused, FUSED_ATTR, True)
     setattr(fused, FUSED_COUNT_ATTR, count)
     return fused
 
 
 def is_batchnorm_fused(model: nn.Module) -> bool:
-    return bool(getattr(model, FUSED_ATTR, False))
+    return hasattr(model, FUSED_COUNT_ATTR)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.registry import get_model_info
-
 
 def randomise_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
     """Non-trivial BatchNorm statistics and affine terms, as in a trained checkpoint; returns it in eval mode."""
@@ -19,12 +17,6 @@ def randomise_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
             module.weight.data.copy_(1.0 + 0.3 * torch.randn(n, generator=generator))
             module.bias.data.copy_(0.3 * torch.randn(n, generator=generator))
     return model.eval()
-
-
-def meta_model(name: str) -> nn.Module:
-    """A zoo model on the meta device: shapes, parameter counts and MACs without allocating weights."""
-    with torch.device("meta"):
-        return get_model_info(name).build()
 
 
 def small_hvt(seed: int = 0) -> nn.Module:

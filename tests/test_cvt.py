@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import meta_model, randomise_batchnorm
+from helpers import randomise_batchnorm
 
 from models import CheckpointError, create_model, get_model_info
-from models.complexity import count_macs, count_params
+from models.complexity import count_macs, count_params, meta_model
 from models.cvt import CvT, QuickGELU
 
 # A small CvT with the real structure (3 stages, cls token in stage 2) for fast numerics at 64x64.

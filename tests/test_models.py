@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import meta_model
 
 import models
-from models.complexity import count_macs, count_params
+from models.complexity import count_macs, count_params, meta_model
 from models.hvt import HVT, pooled_length
 
 # seed-models.md: computed parameter counts (M) and README FLOPs (= ptflops MACs, G).

@@ -7,10 +7,10 @@ import argparse
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import meta_model, randomise_batchnorm
+from helpers import randomise_batchnorm
 
 from models import CheckpointError, create_model, get_model_info
-from models.complexity import count_macs, count_params
+from models.complexity import count_macs, count_params, meta_model
 from models.resnas import (
     VIT_RESNAS_MEDIUM,
     VIT_RESNAS_SMALL,
