@@ -302,6 +302,7 @@ def cmd_passes(args) -> int:
     print("\ntargets (--passes none | default | auto | a,b | +a,-b):")
     for t in onnx_targets:
         print(f"  {t.name} (opset {t.opset}): default {', '.join(t.default_passes) or '-'}")
+        print(textwrap.indent(textwrap.fill(t.notes, 96), "      "))
         if t.auto_candidates:
             print(f"      auto also measures: none, default, {'; '.join(t.auto_candidates)}")
         for precision, names in t.precision_passes.items():

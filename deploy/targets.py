@@ -39,7 +39,6 @@ class TargetProfile:
     name: str
     opset: int | None  # None: the target converts from PyTorch, not ONNX
     default_passes: tuple[str, ...]
-    precisions: tuple[str, ...]
     default_precision: str = "fp32"
     notes: str = ""
     # Passes the export stage appends after the selected ones for a precision whose ONNX graph it
@@ -48,13 +47,20 @@ class TargetProfile:
     # What `--passes auto` measures besides `none` and `default`, written as --passes specs.
     auto_candidates: tuple[str, ...] = ()
 
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """What the target's runtime adapter can build: the adapter is the one place that says so."""
+        import runtimes
+
+        return runtimes.get_backend(self.name).precisions
+
 
 TARGETS: dict[str, TargetProfile] = {
     profile.name: profile
     for profile in (
-        TargetProfile("torch", None, (), ("fp32",), notes="PyTorch reference, saved as a torch.export program"),
+        TargetProfile("torch", None, (), notes="PyTorch reference, saved as a torch.export program"),
         TargetProfile(
-            "onnxruntime", 20, (*_ONNX_DEFAULT, "attention-ort-packed"), ("fp32", "fp16"),
+            "onnxruntime", 20, (*_ONNX_DEFAULT, "attention-ort-packed"),
             notes="CPU execution provider; opset 20 keeps Gelu and LayerNormalization as single ops; fp16 is an "
                   "fp16 graph with fp32 islands (correct, not faster, on CPUs without fp16 arithmetic)",
             precision_passes={"fp16": ("fp16-convert",)},
@@ -66,7 +72,7 @@ TARGETS: dict[str, TargetProfile] = {
             ),
         ),
         TargetProfile(
-            "openvino", 20, _ONNX_DEFAULT, ("fp32", "bf16", "fp16", "int8"),
+            "openvino", 20, _ONNX_DEFAULT,
             notes="CPU plugin; fp32 pins INFERENCE_PRECISION_HINT=f32; fp16 compresses weights in the IR "
                   "(OpenVINO's own conversion), so the ONNX graph stays fp32",
             auto_candidates=(
@@ -75,7 +81,7 @@ TARGETS: dict[str, TargetProfile] = {
             ),
         ),
         TargetProfile(
-            "tensorrt", 20, _ONNX_DEFAULT, ("fp32", "fp16", "int8"), default_precision="fp16",
+            "tensorrt", 20, _ONNX_DEFAULT, default_precision="fp16",
             notes="parser unsqueezes 1-D pooling itself; 2-D is explicit; fp16 is an fp16 graph with fp32 "
                   "LayerNorm/Softmax/reduction islands for the strongly typed network",
             precision_passes={"fp16": ("fp16-convert",)},
@@ -84,7 +90,7 @@ TARGETS: dict[str, TargetProfile] = {
                 "+attention-onnx",  # IAttention, TensorRT >= 10.14
             ),
         ),
-        TargetProfile("coreml", None, (), ("fp16", "fp32", "int8"), default_precision="fp16",
+        TargetProfile("coreml", None, (), default_precision="fp16",
                       notes="converted from torch.export; prediction only on macOS"),
     )
 }
