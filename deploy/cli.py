@@ -116,12 +116,14 @@ def cmd_list(args) -> int:
     if args.family and not infos:
         from deploy.errors import DeployError
 
-        raise DeployError(f"no family {args.family!r}; families: hvt, deit, cvt, resnas")
+        families = sorted({i.family for i in list_models()})
+        raise DeployError(f"no family {args.family!r}; families: {', '.join(families)}")
     if args.json:
         print(json.dumps([{
             "name": i.name, "family": i.family, "aliases": list(i.aliases), "params_m": i.params_m,
             "macs_g": i.macs_g, "input_size": list(i.input_size), "published_top1": i.published_top1,
-            "published_source": i.published_source, "notes": i.notes} for i in infos], indent=2))
+            "published_source": i.published_source, "published_params_m": i.published_params_m,
+            "published_macs_g": i.published_macs_g, "notes": i.notes, "extra": i.extra} for i in infos], indent=2))
         return 0
     rows = [("model", "family", "params M", "GMACs", "input", "top-1", "aliases / notes")]
     for i in infos:
