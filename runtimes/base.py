@@ -207,6 +207,20 @@ class Backend(abc.ABC):
                 f"{self.name} cannot build precision {precision!r}; it supports {', '.join(self.precisions)}"
             )
 
+    def onnx_input(self, source: ModelSource) -> Path:
+        """The ONNX file a runtime that converts from ONNX builds from; an error if none was exported."""
+        if source.onnx_path is None:
+            raise RuntimeAdapterError(f"{self.name} builds from an ONNX file; none was exported")
+        return Path(source.onnx_path)
+
+    @staticmethod
+    def existing_engine(artifact_dir: Path, engine_file: str) -> Path:
+        """The engine file (or package folder) in an artifact; an error naming it if it is gone."""
+        path = Path(artifact_dir) / engine_file
+        if not path.exists():
+            raise EngineLoadError(f"engine file {path} is missing; re-run export")
+        return path
+
     @abc.abstractmethod
     def build(self, source: ModelSource, out_dir: Path, options: BuildOptions) -> BuildResult:
         """Write the engine file(s) into `out_dir` (a fresh temporary folder the caller promotes)."""

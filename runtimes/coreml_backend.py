@@ -221,9 +221,7 @@ class CoreMLBackend(Backend):
 
     def load(self, artifact_dir: Path, engine_file: str, options: BuildOptions,
              input_specs: list[TensorSpec] | None = None, output_names: list[str] | None = None) -> Runner:
-        path = Path(artifact_dir) / engine_file
-        if not path.exists():
-            raise EngineLoadError(f"engine {path} is missing; re-run export")
+        path = self.existing_engine(artifact_dir, engine_file)
         compute_units((options.extra or {}).get("compute_units"))  # fail early on a bad name
         return CoreMLRunner(path, units=(options.extra or {}).get("compute_units"))
 

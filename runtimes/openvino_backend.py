@@ -190,16 +190,15 @@ class OpenVINOBackend(Backend):
         import openvino as ov
 
         self.check_precision(options.precision)
-        if source.onnx_path is None:
-            raise RuntimeAdapterError("openvino builds from an ONNX file; none was exported")
+        onnx_path = self.onnx_input(source)
         core = ov.Core()
         device = check_device(options.device or "CPU", core.available_devices)
         hint, why = inference_precision(options.precision, _capabilities(core, device))
         config = runtime_config(options, device, hint)
         try:
-            model = ov.convert_model(str(source.onnx_path))
+            model = ov.convert_model(str(onnx_path))
         except Exception as exc:
-            message = f"OpenVINO cannot convert {source.onnx_path}: {one_line(exc)}"
+            message = f"OpenVINO cannot convert {onnx_path}: {one_line(exc)}"
             raise RuntimeAdapterError(message) from None
         details: dict[str, Any] = {}
         if options.precision == "int8":
@@ -218,9 +217,7 @@ class OpenVINOBackend(Backend):
 
     def load(self, artifact_dir: Path, engine_file: str, options: BuildOptions,
              input_specs: list[TensorSpec] | None = None, output_names: list[str] | None = None) -> Runner:
-        path = Path(artifact_dir) / engine_file
-        if not path.is_file():
-            raise EngineLoadError(f"engine file {path} is missing; re-run export")
+        path = self.existing_engine(artifact_dir, engine_file)
         if not path.with_suffix(".bin").is_file():
             raise EngineLoadError(f"{path.with_suffix('.bin')} (the IR weights) is missing; re-run export")
         device, config = self._load_config(Path(artifact_dir), options)

@@ -16,7 +16,6 @@ from .base import (
     EngineLoadError,
     ModelSource,
     Runner,
-    RuntimeAdapterError,
     TensorSpec,
     first_line,
 )
@@ -82,14 +81,9 @@ class OrtBackend(Backend):
 
     def build(self, source: ModelSource, out_dir: Path, options: BuildOptions) -> BuildResult:
         self.check_precision(options.precision)
-        if source.onnx_path is None:
-            raise RuntimeAdapterError("onnxruntime builds from an ONNX file; none was exported")
-        shutil.copyfile(source.onnx_path, out_dir / self.engine_file)
+        shutil.copyfile(self.onnx_input(source), out_dir / self.engine_file)
         return BuildResult(files=(self.engine_file,), details={"providers": ["CPUExecutionProvider"]})
 
     def load(self, artifact_dir: Path, engine_file: str, options: BuildOptions,
              input_specs: list[TensorSpec] | None = None, output_names: list[str] | None = None) -> Runner:
-        path = Path(artifact_dir) / engine_file
-        if not path.is_file():
-            raise EngineLoadError(f"engine file {path} is missing; re-run export")
-        return OrtRunner(path, threads=options.threads)
+        return OrtRunner(self.existing_engine(artifact_dir, engine_file), threads=options.threads)

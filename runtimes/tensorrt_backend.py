@@ -624,8 +624,7 @@ class TensorRTBackend(Backend):
 
     def build(self, source: ModelSource, out_dir: Path, options: BuildOptions) -> BuildResult:
         self.check_precision(options.precision)
-        if source.onnx_path is None:
-            raise RuntimeAdapterError("tensorrt builds from an ONNX file; none was exported")
+        self.onnx_input(source)
         self.require()
         import tensorrt as trt
 
