@@ -14,7 +14,7 @@ Method, chosen for a small shared machine where other processes steal cycles:
   than the noise to be kept, so `auto` is never slower than the plain export by more than that margin.
 - two candidates whose graphs come out identical are built and timed once.
 
-The timing is reused from the benchmark harness (`deploy.bench.time_runner`, `latency_stats`).
+The timing is reused from the benchmark harness (`deploy.bench.interleaved_rounds`, `latency_stats`).
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def select_passes(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Build, gate and time every candidate; returns the manifest record, `passes` being the winner's."""
-    from .bench import BenchSettings, latency_stats, time_runner
+    from .bench import BenchSettings, interleaved_rounds, latency_stats
 
     settings = settings or AutotuneSettings.from_env()
     appended = list(profile.precision_passes.get(precision, ()))
@@ -152,15 +152,9 @@ def select_passes(
                 f"{r['label']}: {r.get('error', r['status'])}" for r in records))
 
         bench = BenchSettings(warmup_s=settings.warmup_s, runs=settings.runs, buffers=2, seed=seed)
-        samples: dict[str, list[float]] = {record["label"]: [] for record, _ in runners}
-        medians: dict[str, list[float]] = {record["label"]: [] for record, _ in runners}
-        for round_index in range(settings.rounds):
-            order = runners if round_index % 2 == 0 else runners[::-1]
-            round_bench = bench if round_index == 0 else replace(bench, warmup_s=0.0, min_warmup_runs=1)
-            for record, runner in order:
-                times = time_runner(runner, input_spec.name, input_size, settings.batch, round_bench)
-                samples[record["label"]].extend(times)
-                medians[record["label"]].append(float(np.median(times)))
+        samples, medians = interleaved_rounds({record["label"]: runner for record, runner in runners},
+                                              input_spec.name, input_size, settings.batch, bench, settings.rounds,
+                                              warm_once=True)
         for record, _ in runners:
             record["latency_ms"] = {**latency_stats(samples[record["label"]]),
                                     "score": min(medians[record["label"]]),

@@ -22,7 +22,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -114,6 +114,27 @@ def time_runner(runner, input_name: str, input_size: tuple[int, ...], batch: int
     feeds = input_feeds(input_name, input_size, batch, settings)
     warm_up(runner, feeds, settings)
     return timed_runs(runner, feeds, settings)
+
+
+def interleaved_rounds(runners: dict[str, Any], input_name: str, input_size: tuple[int, ...], batch: int,
+                       settings: BenchSettings, rounds: int,
+                       warm_once: bool = False) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Time active runners round by round in alternating order (A B C, C B A, ...), so that drift in the
+    machine's state falls on all of them alike. Returns each label's samples and its per-round medians.
+
+    `warm_once`: the full warm-up only in the first round, one warm-up run in the later ones.
+    """
+    samples: dict[str, list[float]] = {label: [] for label in runners}
+    medians: dict[str, list[float]] = {label: [] for label in runners}
+    labels = list(runners)
+    for index in range(rounds):
+        round_settings = settings if index == 0 or not warm_once else replace(settings, warmup_s=0.0,
+                                                                               min_warmup_runs=1)
+        for label in labels if index % 2 == 0 else labels[::-1]:
+            times = time_runner(runners[label], input_name, input_size, batch, round_settings)
+            samples[label].extend(times)
+            medians[label].append(float(np.median(times)))
+    return samples, medians
 
 
 # ---------------------------------------------------------------- memory

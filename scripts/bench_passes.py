@@ -21,12 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deploy.autotune import AutotuneSettings  # noqa: E402
-from deploy.bench import BenchSettings, latency_stats, time_runner  # noqa: E402
+from deploy.bench import BenchSettings, interleaved_rounds, latency_stats  # noqa: E402
 from deploy.export import ExportRequest, export, load_artifact  # noqa: E402
 
 VARIANTS = ("none", "default", "auto")
@@ -45,18 +43,11 @@ def measure(model: str, target: str, args, cache: dict, root: Path) -> dict:
               f"{result.manifest['parity']['max_abs_rel']:.1e} of scale", file=sys.stderr, flush=True)
     runners = {v: load_artifact(root / v / model / f"{target}-fp32", threads=args.threads)[0] for v in VARIANTS}
     settings = BenchSettings(warmup_s=args.warmup, runs=args.runs, buffers=4, threads=args.threads)
-    samples = {v: [] for v in VARIANTS}
-    medians = {v: [] for v in VARIANTS}
     input_size = tuple(exported["none"]["model"]["input_size"])
     try:
         for runner in runners.values():
             runner.activate()
-        for round_index in range(args.rounds):
-            order = VARIANTS if round_index % 2 == 0 else VARIANTS[::-1]
-            for variant in order:
-                times = time_runner(runners[variant], "input", input_size, 1, settings)
-                samples[variant] += times
-                medians[variant].append(float(np.median(times)))
+        samples, medians = interleaved_rounds(runners, "input", input_size, 1, settings, args.rounds)
     finally:
         for runner in runners.values():
             runner.deactivate()
