@@ -14,7 +14,7 @@ Method, chosen for a small shared machine where other processes steal cycles:
   than the noise to be kept, so `auto` is never slower than the plain export by more than that margin.
 - two candidates whose graphs come out identical are built and timed once.
 
-The timing is reused from the benchmark harness (`deploy.bench.interleaved_rounds`, `latency_stats`).
+The timing is the benchmark harness's (`deploy.timing.interleaved_rounds`, `LatencyStats`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +33,12 @@ import onnx
 from runtimes import Backend, BuildOptions, ModelSource, TensorSpec
 from runtimes.base import first_line
 
-from .data import seeded_batch
+from .data.images import seeded_batch
 from .errors import DeployError
 from .parity import TOLERANCES, compare
 from .passes import run_passes
 from .targets import TargetProfile, resolve_passes
+from .timing import LatencyStats, TimingSettings, interleaved_rounds
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,6 @@ def select_passes(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Build, gate and time every candidate; returns the manifest record, `passes` being the winner's."""
-    from .bench import BenchSettings, interleaved_rounds, latency_stats
-
     settings = settings or AutotuneSettings.from_env()
     appended = list(profile.precision_passes.get(precision, ()))
     input_size = tuple(input_spec.shape[1:])
@@ -151,14 +150,13 @@ def select_passes(
             raise DeployError("--passes auto: no candidate built and passed parity: " + "; ".join(
                 f"{r['label']}: {r.get('error', r['status'])}" for r in records))
 
-        bench = BenchSettings(warmup_s=settings.warmup_s, runs=settings.runs, buffers=2, seed=seed)
-        samples, medians = interleaved_rounds({record["label"]: runner for record, runner in runners},
-                                              input_spec.name, input_size, settings.batch, bench, settings.rounds,
-                                              warm_once=True)
+        timing = TimingSettings(warmup_s=settings.warmup_s, runs=settings.runs, buffers=2, seed=seed)
+        timed = interleaved_rounds({record["label"]: runner for record, runner in runners}, input_spec.name,
+                                   input_size, settings.batch, timing, settings.rounds, warm_once=True)
         for record, _ in runners:
-            record["latency_ms"] = {**latency_stats(samples[record["label"]]),
-                                    "score": min(medians[record["label"]]),
-                                    "round_medians": medians[record["label"]]}
+            label = record["label"]
+            record["latency_ms"] = {**asdict(LatencyStats.of(timed.samples[label])),
+                                    "score": min(timed.medians[label]), "round_medians": timed.medians[label]}
     finally:
         for _, runner in runners:
             runner.deactivate()

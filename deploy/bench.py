@@ -22,7 +22,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,13 +34,14 @@ import runtimes
 from runtimes.base import first_line
 
 from . import accuracy, artifacts
-from .data import seeded_batch
+from .data import datasets
 from .doctor import probe
 from .errors import DeployError
 from .export import ExportRequest, export, load_artifact
 from .results import CellKey, cell_key, load_results  # noqa: F401 - bench's public API too
 from .results import format_or_dash as _num
 from .targets import get_target
+from .timing import LatencyStats, TimingSettings, input_feeds, timed_runs, warm_up
 
 RESULTS_SCHEMA = 2
 # Settings whose change makes old and new cells incomparable: a resumed run must match them.
@@ -65,76 +66,11 @@ class BenchSettings:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-
-def latency_stats(samples_ms: list[float] | np.ndarray) -> dict[str, float]:
-    """Percentiles (numpy's linear interpolation), mean, population std, min and max, in ms."""
-    values = np.asarray(samples_ms, dtype=np.float64)
-    if values.size == 0:
-        raise ValueError("no latency samples")
-    p50, p90, p95, p99 = np.percentile(values, [50, 90, 95, 99])
-    return {"p50": float(p50), "p90": float(p90), "p95": float(p95), "p99": float(p99),
-            "mean": float(values.mean()), "std": float(values.std()), "min": float(values.min()),
-            "max": float(values.max())}
-
-
-def input_feeds(input_name: str, input_size: tuple[int, ...], batch: int,
-                settings: BenchSettings) -> list[dict[str, np.ndarray]]:
-    # Several distinct buffers: one reused input stays cache-hot and flatters small models.
-    return [{input_name: seeded_batch(input_size, batch, settings.seed + 100 + i)} for i in range(settings.buffers)]
-
-
-def warm_up(runner, feeds: list[dict[str, np.ndarray]], settings: BenchSettings) -> int:
-    """Run until `warmup_s` has passed and at least `min_warmup_runs` ran; returns how many ran."""
-    start, done = time.perf_counter(), 0
-    while done < settings.min_warmup_runs or time.perf_counter() - start < settings.warmup_s:
-        runner.infer(feeds[done % len(feeds)])
-        done += 1
-    return done
-
-
-def timed_runs(runner, feeds: list[dict[str, np.ndarray]], settings: BenchSettings) -> list[float]:
-    """Per-inference wall latencies in ms: `runs` of them, or as many as fit in `duration_s`."""
-    samples: list[float] = []
-    start = time.perf_counter()
-    while True:
-        if settings.duration_s is None:
-            if len(samples) >= settings.runs:
-                break
-        elif len(samples) >= settings.min_runs and time.perf_counter() - start >= settings.duration_s:
-            break
-        t0 = time.perf_counter()
-        runner.infer(feeds[len(samples) % len(feeds)])
-        samples.append((time.perf_counter() - t0) * 1e3)
-    return samples
-
-
-def time_runner(runner, input_name: str, input_size: tuple[int, ...], batch: int,
-                settings: BenchSettings) -> list[float]:
-    """Per-inference wall latencies in ms, after a time-based warm-up."""
-    feeds = input_feeds(input_name, input_size, batch, settings)
-    warm_up(runner, feeds, settings)
-    return timed_runs(runner, feeds, settings)
-
-
-def interleaved_rounds(runners: dict[str, Any], input_name: str, input_size: tuple[int, ...], batch: int,
-                       settings: BenchSettings, rounds: int,
-                       warm_once: bool = False) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Time active runners round by round in alternating order (A B C, C B A, ...), so that drift in the
-    machine's state falls on all of them alike. Returns each label's samples and its per-round medians.
-
-    `warm_once`: the full warm-up only in the first round, one warm-up run in the later ones.
-    """
-    samples: dict[str, list[float]] = {label: [] for label in runners}
-    medians: dict[str, list[float]] = {label: [] for label in runners}
-    labels = list(runners)
-    for index in range(rounds):
-        round_settings = settings if index == 0 or not warm_once else replace(settings, warmup_s=0.0,
-                                                                               min_warmup_runs=1)
-        for label in labels if index % 2 == 0 else labels[::-1]:
-            times = time_runner(runners[label], input_name, input_size, batch, round_settings)
-            samples[label].extend(times)
-            medians[label].append(float(np.median(times)))
-    return samples, medians
+    @property
+    def timing(self) -> TimingSettings:
+        return TimingSettings(warmup_s=self.warmup_s, min_warmup_runs=self.min_warmup_runs, runs=self.runs,
+                              duration_s=self.duration_s, min_runs=self.min_runs, buffers=self.buffers,
+                              seed=self.seed)
 
 
 # ---------------------------------------------------------------- memory
@@ -281,11 +217,11 @@ class _References:
 
     def __init__(self, settings: BenchSettings):
         self.settings = settings
-        self._cache: dict[str, tuple[accuracy.LabeledSet, np.ndarray]] = {}
+        self._cache: dict[str, tuple[datasets.LabeledSet, np.ndarray]] = {}
 
-    def get(self, info, model) -> tuple[accuracy.LabeledSet, np.ndarray]:
+    def get(self, info, model) -> tuple[datasets.LabeledSet, np.ndarray]:
         if info.name not in self._cache:
-            dataset = accuracy.load_dataset(self.settings.dataset, info, self.settings.dataset_limit)
+            dataset = datasets.load_dataset(self.settings.dataset, info, self.settings.dataset_limit)
             self._cache[info.name] = (dataset, accuracy.torch_logits(model, dataset.images))
         return self._cache[info.name]
 
@@ -348,15 +284,16 @@ def _run_engine(exported, info, rows: list[dict[str, Any]], settings: BenchSetti
 
 
 def _time_batch(runner, input_name: str, info, batch: int, settings: BenchSettings) -> dict[str, Any]:
-    feeds = input_feeds(input_name, info.input_size, batch, settings)
+    timing = settings.timing
+    feeds = input_feeds(input_name, info.input_size, batch, timing)
     load_before = _load_average()
-    warmup_runs = warm_up(runner, feeds, settings)
+    warmup_runs = warm_up(runner, feeds, timing)
     with _power(settings) as sampler:
         start = time.perf_counter()
-        samples = timed_runs(runner, feeds, settings)
+        samples = timed_runs(runner, feeds, timing)
         timed_s = time.perf_counter() - start
-    stats = latency_stats(samples)
-    return {"latency_ms": stats, "throughput_ips": batch * 1e3 / stats["mean"], "runs": len(samples),
+    stats = LatencyStats.of(samples)
+    return {"latency_ms": asdict(stats), "throughput_ips": batch * 1e3 / stats.mean, "runs": len(samples),
             "warmup_runs": warmup_runs, "timed_s": timed_s, "load_average": [load_before, _load_average()],
             "power": sampler.summary(timed_s, len(samples) * batch) if sampler else None}
 
@@ -497,8 +434,8 @@ def run_bench(model_names: list[str], targets: list[str], batches: list[int], pr
 def _check_dataset(spec: str, info) -> None:
     """Refuse a dataset that cannot serve a model before any export, not once per cell."""
     classes = int(info.config.get("num_classes", 1000))
-    if spec not in accuracy.SHIPPED:
-        found = len(accuracy.class_folders(Path(spec))[0])
+    if spec not in datasets.SHIPPED:
+        found = len(datasets.class_folders(Path(spec))[0])
         if found > classes:
             raise DeployError(f"--dataset {spec} has {found} classes; {info.name} predicts {classes}")
         return

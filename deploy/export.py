@@ -26,7 +26,7 @@ from runtimes import BuildOptions, ModelSource, TensorSpec
 from . import artifacts, onnx_export
 from .accuracy import torch_reference
 from .autotune import AutotuneSettings, select_passes
-from .data import load_images, seeded_batch
+from .data.images import load_images, seeded_batch
 from .errors import DeployError, ParityError
 from .parity import TOLERANCES, compare, summarise
 from .passes import run_passes

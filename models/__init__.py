@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import CheckpointError, ModelError, UnknownModelError
-from .registry import ModelInfo, get_model_info, list_models, resolve_name
+from .registry import ModelInfo, registered
 
 if TYPE_CHECKING:
     from torch import nn
@@ -26,6 +27,35 @@ __all__ = [
     "load_checkpoint",
     "resolve_name",
 ]
+
+
+def _ensure_families_loaded() -> None:
+    # Importing the family modules registers their variants (they import torch: only on first lookup).
+    from . import families  # noqa: F401
+
+
+def resolve_name(name: str) -> str:
+    """The registry name for a variant name or alias; an error with close names for a typo."""
+    _ensure_families_loaded()
+    variants, aliases = registered()
+    key = name.strip().lower().replace("-", "_")
+    if key in variants:
+        return key
+    if key in aliases:
+        return aliases[key]
+    close = difflib.get_close_matches(key, sorted([*variants, *aliases]), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise UnknownModelError(f"unknown model {name!r}{hint} (run `python -m deploy list` for the zoo)")
+
+
+def get_model_info(name: str) -> ModelInfo:
+    return registered()[0][resolve_name(name)]
+
+
+def list_models(family: str | None = None) -> list[ModelInfo]:
+    _ensure_families_loaded()
+    infos = list(registered()[0].values())
+    return [i for i in infos if i.family == family] if family else infos
 
 
 def create_model(

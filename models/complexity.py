@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 def meta_model(name: str) -> nn.Module:
     """A zoo model on the meta device: shapes, parameter counts and MACs without allocating weights."""
-    from .registry import get_model_info
+    from . import get_model_info
 
     with torch.device("meta"):
         return get_model_info(name).build()

@@ -1,13 +1,15 @@
-"""Registry of named model variants (timm-style): one `ModelInfo` per name, built lazily."""
+"""Registry of named model variants (timm-style): one `ModelInfo` per name, built lazily.
+
+Each family module registers its variants here when imported; the lookups that need every family
+(`models.get_model_info`, `resolve_name`, `list_models`) live in the package, above the families, so
+that this module imports none of them.
+"""
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-from .errors import UnknownModelError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -69,35 +71,6 @@ def register_model(info: ModelInfo) -> ModelInfo:
     return info
 
 
-def _ensure_families_loaded() -> None:
-    # Importing the family modules registers their variants.
-    from . import families  # noqa: F401
-
-
-def resolve_name(name: str) -> str:
-    _ensure_families_loaded()
-    key = name.strip().lower().replace("-", "_")
-    if key in _REGISTRY:
-        return key
-    if key in _ALIASES:
-        return _ALIASES[key]
-    choices = sorted([*_REGISTRY, *_ALIASES])
-    close = difflib.get_close_matches(key, choices, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise UnknownModelError(
-        f"unknown model {name!r}{hint} (run `python -m deploy list` for the zoo)"
-    )
-
-
-def get_model_info(name: str) -> ModelInfo:
-    return _REGISTRY[resolve_name(name)]
-
-
-def list_models(family: str | None = None) -> list[ModelInfo]:
-    _ensure_families_loaded()
-    infos = list(_REGISTRY.values())
-    if family:
-        infos = [i for i in infos if i.family == family]
-    return infos
-
-
+def registered() -> tuple[dict[str, ModelInfo], dict[str, str]]:
+    """The variants registered so far (name -> info) and the aliases (alias -> name)."""
+    return _REGISTRY, _ALIASES

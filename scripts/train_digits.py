@@ -9,7 +9,7 @@ Writes
 - deploy/data/digits_test.npz     the held-out split: uint8 8x8 images, labels, indices into load_digits()
 
 The split is stratified, 25% held out (450 of 1,797 images), seeded. Images are scaled 0..16 -> 0..255
-and go through the same Pillow/numpy eval transform the harness uses (`deploy.data.preprocess`: bicubic
+and go through the same Pillow/numpy eval transform the harness uses (`deploy.data.images.preprocess`: bicubic
 upsampling to 32x32, normalisation), so train and evaluation see identical preprocessing. Training adds
 small random affine jitter (shift, rotation, scale) on the upsampled images.
 """
@@ -32,8 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import models  # noqa: E402
-from deploy.accuracy import digits_image, topk  # noqa: E402
-from deploy.data import preprocess_for  # noqa: E402
+from deploy.accuracy import topk  # noqa: E402
+from deploy.data.datasets import digits_image  # noqa: E402
+from deploy.data.images import preprocess_for  # noqa: E402
 
 WEIGHTS = ROOT / "models" / "weights" / "hvt_digits.pth"
 HELD_OUT = ROOT / "deploy" / "data" / "digits_test.npz"

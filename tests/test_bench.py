@@ -11,40 +11,41 @@ import time
 import numpy as np
 import pytest
 
-from deploy import bench
-from deploy.bench import BenchSettings, latency_stats, run_bench
+from deploy import bench, timing
+from deploy.bench import BenchSettings, run_bench
 from deploy.cli import main
 from deploy.errors import DeployError
+from deploy.timing import LatencyStats, TimingSettings
 
 # ---------------------------------------------------------------- percentile maths
 
 
 def test_latency_stats_on_a_known_sample():
-    stats = latency_stats(list(range(1, 101)))  # 1..100 ms
+    stats = LatencyStats.of(list(range(1, 101)))  # 1..100 ms
     # numpy's default (linear) interpolation: p = 1 + (n - 1) * q
-    assert stats["p50"] == pytest.approx(50.5)
-    assert stats["p90"] == pytest.approx(90.1)
-    assert stats["p95"] == pytest.approx(95.05)
-    assert stats["p99"] == pytest.approx(99.01)
-    assert stats["mean"] == pytest.approx(50.5)
-    assert stats["std"] == pytest.approx(28.866070047722118)  # population std, as np.std
-    assert (stats["min"], stats["max"]) == (1.0, 100.0)
+    assert stats.p50 == pytest.approx(50.5)
+    assert stats.p90 == pytest.approx(90.1)
+    assert stats.p95 == pytest.approx(95.05)
+    assert stats.p99 == pytest.approx(99.01)
+    assert stats.mean == pytest.approx(50.5)
+    assert stats.std == pytest.approx(28.866070047722118)  # population std, as np.std
+    assert (stats.min, stats.max) == (1.0, 100.0)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_latency_stats_match_numpy_on_skewed_samples(seed):
     samples = np.random.default_rng(seed).lognormal(mean=1.0, sigma=0.6, size=257)
-    stats = latency_stats(samples)
+    stats = LatencyStats.of(samples)
     for key, q in (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99)):
-        assert stats[key] == pytest.approx(np.percentile(samples, q), rel=1e-12)
-    assert stats["std"] == pytest.approx(np.std(samples), rel=1e-12)
-    assert stats["min"] <= stats["p50"] <= stats["p90"] <= stats["p95"] <= stats["p99"] <= stats["max"]
+        assert stats.get(key) == pytest.approx(np.percentile(samples, q), rel=1e-12)
+    assert stats.std == pytest.approx(np.std(samples), rel=1e-12)
+    assert stats.min <= stats.p50 <= stats.p90 <= stats.p95 <= stats.p99 <= stats.max
 
 
 def test_latency_stats_of_one_sample_and_of_none():
-    assert latency_stats([3.0])["p99"] == 3.0 and latency_stats([3.0])["std"] == 0.0
+    assert LatencyStats.of([3.0]).p99 == 3.0 and LatencyStats.of([3.0]).std == 0.0
     with pytest.raises(ValueError, match="no latency samples"):
-        latency_stats([])
+        LatencyStats.of([])
 
 
 # ---------------------------------------------------------------- the timing loop
@@ -64,8 +65,8 @@ class FakeRunner:
 
 def test_timed_runs_by_count_rotate_the_input_buffers():
     runner = FakeRunner()
-    settings = BenchSettings(warmup_s=0.0, min_warmup_runs=2, runs=12, buffers=4)
-    samples = bench.time_runner(runner, "input", (3, 8, 8), 1, settings)
+    settings = TimingSettings(warmup_s=0.0, min_warmup_runs=2, runs=12, buffers=4)
+    samples = timing.time_runner(runner, "input", (3, 8, 8), 1, settings)
     assert len(samples) == 12 and all(s >= 0 for s in samples)
     timed = runner.seen[2:]  # after the 2 warm-up runs
     assert len(set(timed)) == 4, "inputs rotate among 4 distinct buffers"
@@ -73,21 +74,21 @@ def test_timed_runs_by_count_rotate_the_input_buffers():
 
 
 def test_timed_runs_by_duration_respect_the_floor_and_the_clock():
-    settings = BenchSettings(duration_s=0.05, min_runs=3, runs=1_000_000)
-    feeds = bench.input_feeds("input", (3, 8, 8), 1, settings)
+    settings = TimingSettings(duration_s=0.05, min_runs=3, runs=1_000_000)
+    feeds = timing.input_feeds("input", (3, 8, 8), 1, settings)
     start = time.perf_counter()
-    samples = bench.timed_runs(FakeRunner(sleep_s=0.005), feeds, settings)
+    samples = timing.timed_runs(FakeRunner(sleep_s=0.005), feeds, settings)
     assert time.perf_counter() - start >= 0.05
     assert 3 <= len(samples) < 100, "stops at the duration, not at `runs`"
-    slow = bench.timed_runs(FakeRunner(sleep_s=0.03), feeds, BenchSettings(duration_s=0.001, min_runs=3))
+    slow = timing.timed_runs(FakeRunner(sleep_s=0.03), feeds, TimingSettings(duration_s=0.001, min_runs=3))
     assert len(slow) == 3, "at least min_runs even when one run outlasts the duration"
 
 
 def test_warm_up_is_by_time_with_a_minimum_count():
-    feeds = bench.input_feeds("input", (3, 4, 4), 1, BenchSettings())
-    assert bench.warm_up(FakeRunner(), feeds, BenchSettings(warmup_s=0.0, min_warmup_runs=3)) == 3
+    feeds = timing.input_feeds("input", (3, 4, 4), 1, TimingSettings())
+    assert timing.warm_up(FakeRunner(), feeds, TimingSettings(warmup_s=0.0, min_warmup_runs=3)) == 3
     start = time.perf_counter()
-    done = bench.warm_up(FakeRunner(sleep_s=0.002), feeds, BenchSettings(warmup_s=0.03, min_warmup_runs=1))
+    done = timing.warm_up(FakeRunner(sleep_s=0.002), feeds, TimingSettings(warmup_s=0.03, min_warmup_runs=1))
     assert time.perf_counter() - start >= 0.03 and done > 1
 
 

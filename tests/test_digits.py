@@ -12,6 +12,7 @@ from PIL import Image
 
 import models
 from deploy import accuracy
+from deploy.data import datasets
 from deploy.export import ExportRequest, export, load_artifact
 from models.hvt import HVT
 
@@ -22,7 +23,7 @@ WEIGHTS = Path(models.__file__).parent / "weights" / "hvt_digits.pth"
 def digits():
     info = models.get_model_info("hvt_digits")
     model = models.create_model("hvt_digits")
-    dataset = accuracy.load_dataset("digits", info)
+    dataset = datasets.load_dataset("digits", info)
     return info, model, dataset, accuracy.torch_logits(model, dataset.images)
 
 
@@ -63,7 +64,7 @@ def test_the_held_out_set_is_disjoint_from_the_training_split():
         pytest.skip("scikit-learn is not installed (pip install -e .[dev])")
     from sklearn.datasets import load_digits
 
-    with np.load(accuracy.DIGITS_FILE) as data:
+    with np.load(datasets.DIGITS_FILE) as data:
         images, labels, indices = data["images"], data["labels"], data["indices"]
     source = load_digits()
     assert np.array_equal(images, np.round(source.images[indices] * 255 / 16).astype(np.uint8))
@@ -78,13 +79,13 @@ def test_the_held_out_set_is_disjoint_from_the_training_split():
 
 def test_an_image_folder_gives_the_same_labels_and_predictions_as_the_shipped_set(digits, tmp_path):
     info, model, dataset, reference = digits
-    with np.load(accuracy.DIGITS_FILE) as data:
+    with np.load(datasets.DIGITS_FILE) as data:
         pixels, labels = data["images"][:40], data["labels"][:40]
     for i, (image, label) in enumerate(zip(pixels, labels, strict=True)):
         folder = tmp_path / f"digit_{label}"
         folder.mkdir(exist_ok=True)
         Image.fromarray(image, "L").save(folder / f"{i:03d}.png")
-    folder_set = accuracy.load_dataset(str(tmp_path), info)
+    folder_set = datasets.load_dataset(str(tmp_path), info)
     assert folder_set.classes == [f"digit_{d}" for d in sorted(set(labels.tolist()))]
     assert len(folder_set) == 40
     logits = accuracy.torch_logits(model, folder_set.images)
@@ -100,15 +101,15 @@ def test_an_image_folder_with_a_class_list_maps_names_to_model_indices(tmp_path)
         Image.new("L", (8, 8), 0).save(tmp_path / name / "a.png")
     (tmp_path / "classes.txt").write_text("\n".join(["zero", "one", "two", "three", "four", "five", "six", "seven",
                                                      "eight", "nine"]))
-    dataset = accuracy.load_dataset(str(tmp_path), info)
+    dataset = datasets.load_dataset(str(tmp_path), info)
     assert sorted(dataset.labels.tolist()) == [2, 7]
-    limited = accuracy.load_dataset(str(tmp_path), info, limit=1)
+    limited = datasets.load_dataset(str(tmp_path), info, limit=1)
     assert len(limited) == 1
 
 
 def test_calibration_images_load_from_a_folder(tmp_path):
     """`export --calib-dir`: images under a folder, preprocessed for the model, at most `limit` of them."""
-    from deploy.data import load_images
+    from deploy.data.images import load_images
     from deploy.errors import DeployError
 
     info = models.get_model_info("hvt_digits")

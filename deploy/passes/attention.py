@@ -28,48 +28,13 @@ from onnxscript.rewriter import pattern
 from onnxscript.rewriter.ort_fusions.sdpa import SDPA
 
 from .base import rule_pass
+from .values import const_array, const_ints, const_scalar, float_dtype, only_consumer, unique_name
 
 _TRANSPOSE_KEY = {"BHSd": [0, 1, 3, 2], "BSHd": [0, 2, 3, 1]}
 _HEADS_FIRST = [0, 2, 1, 3]  # (B, S, H, d) <-> (B, H, S, d)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def _const(value: ir.Value | None) -> np.ndarray | None:
-    if value is None or value.const_value is None:
-        return None
-    return value.const_value.numpy()
-
-
-def _scalar(value: ir.Value | None) -> float | None:
-    array = _const(value)
-    return float(array.reshape(())) if array is not None and array.size == 1 else None
-
-
-def _ints(value: ir.Value | None) -> list[int] | None:
-    array = _const(value)
-    return [int(v) for v in array.reshape(-1)] if array is not None else None
-
-
-def _float_dtype(value: ir.Value) -> np.dtype:
-    try:
-        return value.dtype.numpy() if value.dtype is not None else np.dtype(np.float32)
-    except (TypeError, AttributeError):
-        return np.dtype(np.float32)
-
-
-def _only_consumer(value: ir.Value, node: ir.Node | None = None) -> bool:
-    users = {use.node for use in value.uses()}
-    return len(users) == 1 and (node is None or node in users) and not value.is_graph_output()
-
-
-def _unique_name(graph: ir.Graph, base: str) -> str:
-    name, n = base, 0
-    while name in graph.initializers:
-        n += 1
-        name = f"{base}.{n}"
-    return name
 
 
 class Linear:
@@ -87,34 +52,34 @@ class Linear:
         bias = None
         if node.op_type == "Add":
             a, b = node.inputs
-            matmul, bias = (a, b) if _const(b) is not None else (b, a)
-            if _const(bias) is None or matmul.producer() is None or not _only_consumer(matmul, node):
+            matmul, bias = (a, b) if const_array(b) is not None else (b, a)
+            if const_array(bias) is None or matmul.producer() is None or not only_consumer(matmul, node):
                 return None
             node = matmul.producer()
         if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx"):
             return None
         x, weight = node.inputs
-        w = _const(weight)
+        w = const_array(weight)
         if w is None or w.ndim != 2:
             return None
-        if bias is not None and _const(bias).shape not in ((w.shape[1],), (1, w.shape[1]), (1, 1, w.shape[1])):
+        if bias is not None and const_array(bias).shape not in ((w.shape[1],), (1, w.shape[1]), (1, 1, w.shape[1])):
             return None
         return cls(x, weight, bias)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
-        w = _const(self.weight)
-        b = _const(self.bias)
+        w = const_array(self.weight)
+        b = const_array(self.bias)
         return w, (b.reshape(-1) if b is not None else None)
 
     def emit(self, op, weight: np.ndarray, bias: np.ndarray | None, tag: str) -> ir.Value:
         """A new Linear from x with these arrays (new initializers: the old ones may be shared)."""
         graph = self.weight.graph
         w = ir.tensor(np.ascontiguousarray(weight))
-        out = op.MatMul(self.x, op.initializer(w, name=_unique_name(graph, f"{self.weight.name}.{tag}")))
+        out = op.MatMul(self.x, op.initializer(w, name=unique_name(graph, f"{self.weight.name}.{tag}")))
         if bias is not None:
             base = self.bias.name if self.bias is not None else self.weight.name + ".bias"
             b = ir.tensor(np.ascontiguousarray(bias))
-            out = op.Add(out, op.initializer(b, name=_unique_name(graph, f"{base}.{tag}")))
+            out = op.Add(out, op.initializer(b, name=unique_name(graph, f"{base}.{tag}")))
         return out
 
 
@@ -151,7 +116,7 @@ class _Attention(SDPA):
             kind = bindings.get(tag, "None")
             if kind == "None":
                 continue
-            value = _scalar(bindings.get(name))
+            value = const_scalar(bindings.get(name))
             if value is None or value == 0.0:
                 return result.fail(f"{name} is not a constant non-zero scalar")
             scale *= value if kind == "Mul" else 1.0 / value
@@ -219,7 +184,7 @@ def _merge_heads(op, x, shape, layout: str):
 
 def _heads_of(shape: ir.Value, layout: str) -> tuple[int, int] | None:
     """(heads, head_dim) of a `_split_heads` match, from its reshape target."""
-    dims = _head_shape(_ints(shape), 4)
+    dims = _head_shape(const_ints(shape), 4)
     if dims is None:
         return None
     if layout == "transpose":
@@ -244,17 +209,17 @@ class FoldQueryScale(pattern.RewriteRuleClassBase):
 
     def check(self, context, projected, shape, scale, layout, **_):
         result = pattern.MatchResult()
-        if _scalar(scale) is None:
+        if const_scalar(scale) is None:
             return result.fail("scale is not a constant scalar")
         if _heads_of(shape, layout) is None:
             return result.fail("not a (B, S, H, d) head split")
-        self.linear = Linear.producing(projected) if _only_consumer(projected) else None
+        self.linear = Linear.producing(projected) if only_consumer(projected) else None
         if self.linear is None:
             return result.fail("Q is not the only use of a Linear with constant weights")
         return result
 
     def rewrite(self, op, projected, shape, scale, key_t, layout, **_):
-        s = _scalar(scale)
+        s = const_scalar(scale)
         w, b = self.linear.arrays()
         q = self.linear.emit(op, w * s, None if b is None else b * s, "qscaled")
         heads = op.Reshape(q, shape)
@@ -276,18 +241,18 @@ class _PackedQkv(pattern.RewriteRuleClassBase):
 
     def _check_packed(self, projected, shape, reshaped, bindings) -> pattern.MatchResult:
         result = pattern.MatchResult()
-        dims = _head_shape(_ints(shape), 5)
+        dims = _head_shape(const_ints(shape), 5)
         if dims is None or dims[2] != 3:
             return result.fail("not a (B, S, 3, H, d) packed reshape")
         if 0 in dims[:2] and reshaped.producer().attributes.get_int("allowzero", 0):
             return result.fail("allowzero reshape with a literal 0")
         for i in range(3):
-            if _ints(bindings[f"start{i}"]) != [i] or _ints(bindings[f"end{i}"]) != [i + 1]:
+            if const_ints(bindings[f"start{i}"]) != [i] or const_ints(bindings[f"end{i}"]) != [i + 1]:
                 return result.fail("slices are not q, k, v in order")
         linear = Linear.producing(projected)
-        if linear is None or not _only_consumer(projected):
+        if linear is None or not only_consumer(projected):
             return result.fail("qkv is not the only use of a Linear with constant weights")
-        if _const(linear.weight).shape[1] != 3 * dims[3] * dims[4]:
+        if const_array(linear.weight).shape[1] != 3 * dims[3] * dims[4]:
             return result.fail("packed width is not 3 * heads * head_dim")
         self.dims, self.linear = dims, linear
         return result
@@ -332,12 +297,12 @@ def _merged_and_scaled(out_shape, out_layout: str, heads: int, head_dim: int, sc
 
     Returns (why not, None) or (None, the scale).
     """
-    out = _ints(out_shape)
+    out = const_ints(out_shape)
     if out is None or len(out) != 3 or out[2] not in (-1, heads * head_dim) or 0 in out:
         return "output is not merged back to (B, S, H*d)", None
     if out_layout == "reshape" and heads != 1:
         return "a bare reshape merges heads only for one head", None
-    value = _scalar(scale) if q_scaled else 1.0
+    value = const_scalar(scale) if q_scaled else 1.0
     return ("scale is not a constant scalar", None) if value is None else (None, value)
 
 
@@ -393,7 +358,7 @@ class OrtPackedAttention(_PackedQkv):
         graph = self.linear.weight.graph
         bias = b if b is not None else np.zeros(w.shape[1], dtype=w.dtype)
         bias_value = op.initializer(ir.tensor(np.ascontiguousarray(bias)),
-                                    name=_unique_name(graph, f"{self.linear.weight.name}.attention_bias"))
+                                    name=unique_name(graph, f"{self.linear.weight.name}.attention_bias"))
         return op.Attention(self.linear.x, self.linear.weight, bias_value, num_heads=self.dims[3],
                             scale=self.scale, _domain="com.microsoft")
 
@@ -403,7 +368,7 @@ class OrtPackedAttention(_PackedQkv):
 
 def _emit_canonical(op, query, key, value, scale: float, key_format: str = "BHSd"):
     if scale != 1.0:
-        query = op.Mul(query, op.Constant(value=ir.tensor(np.array(scale, dtype=_float_dtype(query)))))
+        query = op.Mul(query, op.Constant(value=ir.tensor(np.array(scale, dtype=float_dtype(query)))))
     scores = op.MatMul(query, op.Transpose(key, perm=_TRANSPOSE_KEY[key_format]))
     return op.MatMul(op.Softmax(scores, axis=-1), value)
 
@@ -476,7 +441,7 @@ class DefuseOrtAttention(pattern.RewriteRuleClassBase):
         attrs = node.attributes
         if len(node.outputs) != 1 or attrs.get_int("unidirectional", 0) or "qkv_hidden_sizes" in attrs:
             return result.fail("causal, cached or unequal-width Attention is left fused")
-        w = _const(weight)
+        w = const_array(weight)
         heads = attrs.get_int("num_heads", 0)
         if w is None or w.ndim != 2 or not heads or w.shape[1] % (3 * heads):
             return result.fail("weights are not a constant (in, 3 * heads * head_dim) matrix")

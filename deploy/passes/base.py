@@ -1,16 +1,18 @@
-"""The pass pipeline: named, switchable graph passes over `onnx_ir` models that count what they change."""
+"""What a pass is: a named, switchable rewrite over an `onnx_ir` model that counts what it changed.
+
+The rule modules (attention, conv, normalization, pooling, precision) register their passes here as
+they are imported; `deploy.passes.pipeline` imports them all and runs a list of passes in order.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 from onnxscript.rewriter import pattern
-
-from ..errors import DeployError
 
 
 @dataclass(frozen=True)
@@ -81,44 +83,3 @@ def finish(model: ir.Model, min_opset: int | None = None) -> None:
         # An opset comes with a minimum IR version (23 needs 11); onnxruntime 1.31 reads up to 13.
         needed = onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", min_opset)])
         model.ir_version = max(model.ir_version, needed)
-
-
-def available_passes() -> dict[str, GraphPass]:
-    from . import attention, conv, normalization, pooling, precision  # noqa: F401  (importing registers them)
-
-    return dict(_PASSES)
-
-
-def get_pass(name: str) -> GraphPass:
-    passes = available_passes()
-    if name not in passes:
-        import difflib
-
-        close = difflib.get_close_matches(name, passes, n=2)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise DeployError(f"unknown pass {name!r}{hint} (run `python -m deploy passes` for the list)")
-    return passes[name]
-
-
-def run_passes(model: onnx.ModelProto, names: Iterable[str]) -> tuple[onnx.ModelProto, list[PassRecord]]:
-    """Apply the named passes in order; returns the new model and what each pass changed."""
-    selected = [get_pass(n) for n in names]
-    if not selected:
-        return model, []
-    ir_model = ir.serde.deserialize_model(model)
-    records = []
-    stale = True
-    for graph_pass in selected:
-        if stale:
-            # Rules read shapes in their checks (head size, packed widths); values a previous pass created
-            # have none until inference runs again.
-            infer_shapes(ir_model)
-        changed = graph_pass.run(ir_model)
-        records.append(PassRecord(graph_pass.name, changed))
-        stale = changed > 0
-    return ir.serde.serialize_model(ir_model), records
-
-
-def infer_shapes(model: ir.Model) -> None:
-    # Non-strict: ops ONNX shape inference does not know (com.microsoft) just keep unknown shapes.
-    common_passes.ShapeInferencePass(check_type=False, strict_mode=False, data_prop=True)(model)

@@ -25,15 +25,15 @@ from onnxscript.rewriter import pattern
 from onnxscript.rewriter.ort_fusions.gelu import GeluTanhFusion
 from onnxscript.rewriter.rules.fusion._layer_norm import LayerNormBiasFusion, LayerNormFusion
 
-from .attention import _const, _scalar
 from .base import rule_pass
+from .values import const_array, const_scalar
 
 # ------------------------------------------------------------------------------------------ LayerNorm
 
 
 def _per_channel(param: ir.Value | None, x: ir.Value) -> bool:
     """LayerNormalization broadcasts scale/bias over the last axis only: (C,) or (1, .., 1, C)."""
-    array = _const(param)
+    array = const_array(param)
     if array is None or x.shape is None or not isinstance(x.shape[-1], int):
         return False
     return array.size == x.shape[-1] and (array.ndim == 1 or all(d == 1 for d in array.shape[:-1]))
@@ -102,7 +102,7 @@ class ErfGelu(pattern.RewriteRuleClassBase):
     def check(self, context, x, root, half, one, **_):
         result = pattern.MatchResult()
         want_root = _SQRT2 if self.scaled_by == "div" else 1.0 / _SQRT2
-        values = (_scalar(root), _scalar(half), _scalar(one))
+        values = (const_scalar(root), const_scalar(half), const_scalar(one))
         if None in values or not all(math.isclose(v, w, rel_tol=1e-5)
                                      for v, w in zip(values, (want_root, 0.5, 1.0), strict=True)):
             return result.fail("constants are not those of erf GELU")

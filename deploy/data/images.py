@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import DeployError
+from ..errors import DeployError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from models.registry import ModelInfo
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm"}
 _RESAMPLE = {"bicubic": 3, "bilinear": 2, "nearest": 0}  # PIL.Image.Resampling values
@@ -23,8 +28,8 @@ def seeded_batch(input_size: tuple[int, ...], batch: int, seed: int) -> np.ndarr
     return np.random.default_rng(seed).standard_normal((batch, *input_size)).astype(np.float32)
 
 
-def preprocess(image, input_size: tuple[int, int, int], mean, std, interpolation: str = "bicubic",
-               crop_pct: float = 0.875) -> np.ndarray:
+def preprocess(image: Image, input_size: tuple[int, int, int], mean: tuple[float, ...], std: tuple[float, ...],
+               interpolation: str = "bicubic", crop_pct: float = 0.875) -> np.ndarray:
     """A PIL image -> a (C, H, W) float32 array, the model's eval transform."""
     _, height, width = input_size
     image = image.convert("RGB")
@@ -42,7 +47,7 @@ def preprocess(image, input_size: tuple[int, int, int], mean, std, interpolation
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
-def preprocess_for(info) -> Callable[[Any], np.ndarray]:
+def preprocess_for(info: ModelInfo) -> Callable[[Any], np.ndarray]:
     """The eval transform of the model described by `info` (a zoo `ModelInfo`)."""
     return lambda image: preprocess(image, info.input_size, info.mean, info.std, info.interpolation,
                                     info.crop_pct)
@@ -67,7 +72,7 @@ def image_files(folder: Path) -> list[Path]:
     return files
 
 
-def read_images(paths: list[Path], info) -> np.ndarray:
+def read_images(paths: list[Path], info: ModelInfo) -> np.ndarray:
     """The images at `paths`, preprocessed for `info`, stacked; one error names an unreadable file."""
     from PIL import Image
 
@@ -82,6 +87,6 @@ def read_images(paths: list[Path], info) -> np.ndarray:
     return np.stack(arrays)
 
 
-def load_images(folder: Path, info, limit: int) -> np.ndarray:
+def load_images(folder: Path, info: ModelInfo, limit: int) -> np.ndarray:
     """Up to `limit` images under `folder`, preprocessed for the model described by `info`."""
     return read_images(image_files(folder)[:limit], info)
