@@ -33,14 +33,17 @@ import models
 import runtimes
 from runtimes.base import first_line
 
-from . import accuracy, artifacts
+from . import fileio
 from .data import datasets
 from .doctor import probe
 from .errors import DeployError
-from .export import ExportRequest, export, load_artifact
+from .export import accuracy
+from .export.onnx_cache import OnnxCache
+from .export.request import ExportRequest
+from .export.stage import export, load_artifact
+from .export.targets import get_target
 from .results import CellKey, cell_key, load_results  # noqa: F401 - bench's public API too
 from .results import format_or_dash as _num
-from .targets import get_target
 from .timing import LatencyStats, TimingSettings, input_feeds, timed_runs, warm_up
 
 RESULTS_SCHEMA = 2
@@ -227,7 +230,7 @@ class _References:
 
 
 def bench_group(model: str, target: str, precision: str | None, batches: list[int], settings: BenchSettings,
-                out: Path, onnx_cache: dict, passes: str | None = "default", weights: str | None = None,
+                out: Path, onnx_cache: OnnxCache, passes: str | None = "default", weights: str | None = None,
                 references: _References | None = None) -> list[dict[str, Any]]:
     """Export one engine, then time it at each batch: one result row per batch, never an exception."""
     info = models.get_model_info(model)
@@ -366,11 +369,11 @@ class ResultsFile:
     def write(self, report: dict[str, Any]) -> None:
         report["updated"] = _now()
         if self.path:
-            artifacts.write_json_atomic(self.path, report)
+            fileio.write_json_atomic(self.path, report)
         if self.csv_path:
-            artifacts.write_text_atomic(self.csv_path, to_csv(report["results"]))
+            fileio.write_text_atomic(self.csv_path, to_csv(report["results"]))
         if self.md_path:
-            artifacts.write_text_atomic(self.md_path, to_markdown(report["results"]))
+            fileio.write_text_atomic(self.md_path, to_markdown(report["results"]))
 
 
 def _now() -> str:
@@ -406,7 +409,7 @@ def run_bench(model_names: list[str], targets: list[str], batches: list[int], pr
     if settings.dataset:
         for name in names:
             _check_dataset(settings.dataset, models.get_model_info(name))
-    artifacts.ensure_writable(out)
+    fileio.ensure_writable(out)
     results = results or ResultsFile(None)
     plan = plan_matrix(names, targets, batches, precision, precisions)
     settings_json = {**settings.to_json(), "passes": passes, "weights": weights,
@@ -456,10 +459,8 @@ def _run_plan(plan, rows, report, settings, out, passes, weights, results, progr
         if (model, target, prec, batch) not in rows:
             groups.setdefault((model, target, prec), []).append(batch)
     with tempfile.TemporaryDirectory(dir=out, prefix=".bench-onnx-") as cache_dir:
-        cache, cached_model = {}, None
+        cache = OnnxCache(Path(cache_dir))  # holds one model's graphs at a time: the plan is model-major
         for (model, target, prec), batches in groups.items():
-            if model != cached_model:  # the plan is model-major: hold one model's modules and graphs at a time
-                cache, cached_model = {"dir": cache_dir}, model
             progress.cell_started((model, target, prec, batches[0]))
             for row in bench_group(model, target, prec, batches, settings, out, cache, passes, weights, references):
                 rows[cell_key(row)] = row

@@ -174,7 +174,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from deploy import artifacts, bench
+    from deploy import bench, fileio
     from deploy.errors import DeployError
 
     profile, detection = _bench_profile(args)
@@ -192,7 +192,7 @@ def cmd_bench(args) -> int:
     json_path = Path(args.json) if args.json else Path(args.out) / f"bench-{device['profile'] or 'run'}-{_stamp()}.json"
     outputs = [Path(p) for p in (json_path, args.csv, args.md) if p]
     for path in outputs:
-        artifacts.ensure_writable(path.resolve().parent)
+        fileio.ensure_writable(path.resolve().parent)
     results = bench.ResultsFile(json_path, Path(args.csv) if args.csv else None, Path(args.md) if args.md else None)
     try:
         report = bench.run_bench(
@@ -280,8 +280,8 @@ def cmd_doctor(args) -> int:
 def cmd_passes(args) -> int:
     import textwrap
 
+    from deploy.export.targets import TARGETS
     from deploy.passes import available_passes
-    from deploy.targets import TARGETS
 
     onnx_targets = [t for t in TARGETS.values() if t.opset is not None]
     passes = sorted(available_passes().values(), key=lambda p: (p.category, p.name))
@@ -317,7 +317,7 @@ def cmd_inspect(args) -> int:
 
     import onnx
 
-    from deploy.onnx_export import load_onnx, op_histogram, opset_of
+    from deploy.export.onnx_export import load_onnx, op_histogram, opset_of
 
     proto = load_onnx(Path(args.file))
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DeployError
-from .targets import get_target
+from .export.targets import get_target
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .artifacts import ensure_writable
 from .errors import DeployError
+from .fileio import ensure_writable
 from .results import format_or_dash, load_results
 
 # A MAC ratio this close to 1 makes "saving kept" a division by ~0: not shown.

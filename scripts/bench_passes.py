@@ -23,14 +23,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.autotune import AutotuneSettings  # noqa: E402
-from deploy.bench import BenchSettings, interleaved_rounds, latency_stats  # noqa: E402
+import contextlib  # noqa: E402
+
 from deploy.export import ExportRequest, export, load_artifact  # noqa: E402
+from deploy.export.autotune import AutotuneSettings  # noqa: E402
+from deploy.export.onnx_cache import OnnxCache  # noqa: E402
+from deploy.timing import LatencyStats, TimingSettings, interleaved_rounds  # noqa: E402
 
 VARIANTS = ("none", "default", "auto")
 
 
-def measure(model: str, target: str, args, cache: dict, root: Path) -> dict:
+def measure(model: str, target: str, args: argparse.Namespace, cache: OnnxCache, root: Path) -> dict:
     auto_settings = AutotuneSettings(rounds=args.auto_rounds, runs=args.auto_runs, warmup_s=0.3, batch=1,
                                      tie_margin=args.tie_margin)
     exported = {}
@@ -42,19 +45,16 @@ def measure(model: str, target: str, args, cache: dict, root: Path) -> dict:
         print(f"  {model} {target} {variant}: exported in {time.perf_counter() - started:.0f} s, parity "
               f"{result.manifest['parity']['max_abs_rel']:.1e} of scale", file=sys.stderr, flush=True)
     runners = {v: load_artifact(root / v / model / f"{target}-fp32", threads=args.threads)[0] for v in VARIANTS}
-    settings = BenchSettings(warmup_s=args.warmup, runs=args.runs, buffers=4, threads=args.threads)
+    settings = TimingSettings(warmup_s=args.warmup, runs=args.runs, buffers=4)
     input_size = tuple(exported["none"]["model"]["input_size"])
-    try:
+    with contextlib.ExitStack() as active:
         for runner in runners.values():
-            runner.activate()
-        samples, medians = interleaved_rounds(runners, "input", input_size, 1, settings, args.rounds)
-    finally:
-        for runner in runners.values():
-            runner.deactivate()
+            active.enter_context(runner)
+        timed = interleaved_rounds(runners, "input", input_size, 1, settings, args.rounds)
     row = {"model": model, "target": target, "threads": args.threads}
     for variant in VARIANTS:
-        stats = latency_stats(samples[variant])
-        row[variant] = {"p50": stats["p50"], "best_round": min(medians[variant]), "mean": stats["mean"],
+        stats = LatencyStats.of(timed.samples[variant])
+        row[variant] = {"p50": stats.p50, "best_round": min(timed.medians[variant]), "mean": stats.mean,
                         "parity_max_abs_rel": exported[variant]["parity"]["max_abs_rel"],
                         "passes": [p["name"] for p in exported[variant].get("onnx", {}).get("passes", [])
                                    if p["changed"]]}
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-passes-") as tmp:
         root = Path(tmp)
         (root / "onnx").mkdir()
-        cache = {"dir": str(root / "onnx")}
+        cache = OnnxCache(root / "onnx")
         for model in args.models:
             for target in targets:
                 rows.append(measure(model, target, args, cache, root))

@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import models  # noqa: E402
-from deploy.accuracy import topk  # noqa: E402
 from deploy.data.datasets import digits_image  # noqa: E402
 from deploy.data.images import preprocess_for  # noqa: E402
+from deploy.export.accuracy import topk  # noqa: E402
 
 WEIGHTS = ROOT / "models" / "weights" / "hvt_digits.pth"
 HELD_OUT = ROOT / "deploy" / "data" / "digits_test.npz"

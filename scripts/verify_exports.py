@@ -18,6 +18,7 @@ from pathlib import Path
 import models
 from deploy.errors import DeployError
 from deploy.export import ExportRequest, export
+from deploy.export.onnx_cache import OnnxCache
 
 
 def main() -> int:
@@ -32,7 +33,7 @@ def main() -> int:
     rows, failed = [], 0
     with tempfile.TemporaryDirectory() as out:
         # Every precision of a model rewrites the same clean export: make it once.
-        onnx_cache = {"dir": Path(out)}
+        onnx_cache = OnnxCache(Path(out))
         for name in names:
             for precision in args.precision:
                 start = time.perf_counter()

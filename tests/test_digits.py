@@ -11,9 +11,8 @@ import pytest
 from PIL import Image
 
 import models
-from deploy import accuracy
 from deploy.data import datasets
-from deploy.export import ExportRequest, export, load_artifact
+from deploy.export import ExportRequest, accuracy, export, load_artifact
 from models.hvt import HVT
 
 WEIGHTS = Path(models.__file__).parent / "weights" / "hvt_digits.pth"

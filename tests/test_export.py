@@ -9,10 +9,9 @@ import onnx
 import pytest
 
 import runtimes
-from deploy import artifacts
 from deploy.errors import DeployError, OutputDirError, ParityError
-from deploy.export import ExportRequest, export, load_artifact
-from deploy.targets import get_target
+from deploy.export import ExportRequest, artifacts, export, load_artifact
+from deploy.export.targets import get_target
 from runtimes.ort_backend import OrtBackend
 
 # Every 224-input variant, with the number of token pools the rewrite must find and BatchNorms folded.

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deploy.parity import TOLERANCES, Tolerance, compare, summarise
+from deploy.export.parity import TOLERANCES, Tolerance, compare, summarise
 
 
 def logits(batch=4, classes=10, seed=0):

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from deploy.errors import DeployError
-from deploy.onnx_export import clean_up, export_onnx, op_histogram
+from deploy.export.onnx_export import clean_up, export_onnx, op_histogram
+from deploy.export.targets import get_target, resolve_passes
 from deploy.passes import available_passes, run_passes
-from deploy.targets import get_target, resolve_passes
 
 
 def run(proto: onnx.ModelProto, x: np.ndarray) -> np.ndarray:

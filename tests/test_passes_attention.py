@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from deploy.onnx_export import clean_up, export_onnx, op_histogram, opset_of
+from deploy.export.onnx_export import clean_up, export_onnx, op_histogram, opset_of
 from deploy.passes import run_passes
 
 ATOL = 1e-5  # of the output scale, fp32

@@ -15,14 +15,15 @@ import pytest
 import torch
 from helpers import small_hvt
 
-from deploy import autotune
-from deploy.autotune import AutotuneSettings, candidate_sets, select_passes
 from deploy.errors import DeployError
-from deploy.onnx_export import clean_up, export_onnx
+from deploy.export import autotune
+from deploy.export.autotune import AutotuneSettings, candidate_sets, select_passes
+from deploy.export.onnx_export import clean_up, export_onnx
+from deploy.export.request import EngineJob
+from deploy.export.targets import TARGETS, get_target, resolve_passes
 from deploy.passes import GraphPass, available_passes, register_pass
 from deploy.passes import base as passes_base
-from deploy.targets import TARGETS, get_target, resolve_passes
-from runtimes import BuildOptions, TensorSpec, get_backend
+from runtimes import BuildOptions, ModelSource, TensorSpec, get_backend
 
 TINY = AutotuneSettings(rounds=1, runs=2, warmup_s=0.0)
 
@@ -100,8 +101,9 @@ def _select(model, proto, profile, tmp_path, precision="fp32"):
         with torch.inference_mode():
             return model(torch.from_numpy(x)).numpy()
 
-    return select_passes(proto, profile, precision, get_backend(profile.name), BuildOptions(precision=precision),
-                         TensorSpec("input", ("batch", 3, 32, 32)), "logits", reference, tmp_path, TINY)
+    source = ModelSource([TensorSpec("input", ("batch", 3, 32, 32))], ["logits"])
+    job = EngineJob(profile, precision, get_backend(profile.name), BuildOptions(precision=precision), source, reference)
+    return select_passes(proto, job, tmp_path, TINY)
 
 
 def test_select_passes_measures_every_candidate_and_records_why(tiny_hvt_onnx, tmp_path, broken_pass):

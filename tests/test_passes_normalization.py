@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from deploy.onnx_export import op_histogram
+from deploy.export.onnx_export import op_histogram
 from deploy.passes import run_passes
 from deploy.passes.normalization import _matmul_plan
 

@@ -20,11 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from deploy.onnx_export import clean_up, export_onnx, op_histogram
-from deploy.parity import TOLERANCES, compare
+from deploy.export.onnx_export import clean_up, export_onnx, op_histogram
+from deploy.export.parity import TOLERANCES, compare
+from deploy.export.targets import get_target
 from deploy.passes import run_passes
 from deploy.passes.precision import KEEP_FP32
-from deploy.targets import get_target
 
 
 def run(proto: onnx.ModelProto, feeds) -> np.ndarray:

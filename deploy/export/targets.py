@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .errors import DeployError
+from ..errors import DeployError
 
 # Graph-level rewrites that cost nothing where they do not apply.
 _NORMALIZATION = ("layernorm-fuse", "gelu-fuse", "einsum-to-matmul", "batchnorm-fold")

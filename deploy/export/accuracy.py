@@ -13,7 +13,7 @@ import numpy as np
 if TYPE_CHECKING:
     from torch import nn
 
-    from .data.datasets import LabeledSet
+    from ..data.datasets import LabeledSet
 
 def predict(infer: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch: int) -> np.ndarray:
     """Logits for every image, `batch` at a time; the last batch is padded (engines may fix the batch)."""

@@ -19,26 +19,29 @@ The timing is the benchmark harness's (`deploy.timing.interleaved_rounds`, `Late
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 
-from runtimes import Backend, BuildOptions, ModelSource, TensorSpec
+from runtimes import ModelSource, Runner
 from runtimes.base import first_line
 
-from .data.images import seeded_batch
-from .errors import DeployError
+from ..data.images import seeded_batch
+from ..errors import DeployError
+from ..passes import run_passes
+from ..timing import LatencyStats, TimingSettings, interleaved_rounds
 from .parity import TOLERANCES, compare
-from .passes import run_passes
 from .targets import TargetProfile, resolve_passes
-from .timing import LatencyStats, TimingSettings, interleaved_rounds
+
+if TYPE_CHECKING:
+    from .request import EngineJob
 
 
 @dataclass(frozen=True)
@@ -86,33 +89,19 @@ def candidate_sets(profile: TargetProfile) -> list[tuple[str, list[str]]]:
     return out
 
 
-def select_passes(
-    proto: onnx.ModelProto,
-    profile: TargetProfile,
-    precision: str,
-    backend: Backend,
-    options: BuildOptions,
-    input_spec: TensorSpec,
-    output_name: str,
-    reference: Callable[[np.ndarray], np.ndarray],
-    work: Path,
-    settings: AutotuneSettings | None = None,
-    seed: int = 0,
-) -> dict[str, Any]:
+def select_passes(proto: onnx.ModelProto, job: EngineJob, work: Path,
+                  settings: AutotuneSettings | None = None) -> dict[str, Any]:
     """Build, gate and time every candidate; returns the manifest record, `passes` being the winner's."""
     settings = settings or AutotuneSettings.from_env()
-    appended = list(profile.precision_passes.get(precision, ()))
-    input_size = tuple(input_spec.shape[1:])
-    x = seeded_batch(input_size, settings.batch, seed + settings.batch)
-    expected = reference(x)
-    tolerance = TOLERANCES[precision]
+    appended = list(job.target.precision_passes.get(job.precision, ()))
+    x = seeded_batch(job.input_size, settings.batch, job.seed + settings.batch)
+    trial = _Trial(job, x, job.reference(x), Path(work))
     started = time.perf_counter()
-
     records: list[dict[str, Any]] = []
-    runners: list[tuple[dict[str, Any], Any]] = []
     built: dict[str, str] = {}  # graph digest -> label
-    try:
-        for index, (label, names) in enumerate(candidate_sets(profile)):
+    with contextlib.ExitStack() as kept:
+        runners: dict[str, Runner] = {}
+        for index, (label, names) in enumerate(candidate_sets(job.target)):
             record: dict[str, Any] = {"label": label, "passes": names, "status": "ok"}
             records.append(record)
             try:
@@ -123,43 +112,15 @@ def select_passes(
                     record.update(status="same-graph", same_as=built[digest])
                     continue
                 built[digest] = label
-                folder = Path(work) / f"auto-{index}"
-                (folder / "engine").mkdir(parents=True)
-                path = folder / "candidate.onnx"
-                onnx.save_model(graph, str(path))
-                source = ModelSource([input_spec], [output_name], onnx_path=path)
-                build = backend.build(source, folder / "engine", options)
-                runner = backend.load(folder / "engine", build.files[0], options, [input_spec], [output_name])
-                runner.activate()
-                try:
-                    got = runner.infer({input_spec.name: x})[output_name]
-                except Exception:
-                    runner.deactivate()
-                    raise
-                report = compare(expected, got, tolerance)
-                record["parity"] = {"max_abs_rel": report.max_abs_rel, "cosine": report.cosine,
-                                    "passed": report.passed}
-                if not report.passed:
-                    runner.deactivate()
-                    record.update(status="failed-parity", error=report.reason)
-                    continue
-                runners.append((record, runner))
+                runner = trial.run(graph, index, record, kept)
+                if runner is not None:
+                    runners[label] = runner
             except Exception as exc:  # a candidate that does not build or load is an outcome, not a crash
                 record.update(status="error", error=f"{type(exc).__name__}: {first_line(exc)}")
         if not runners:
             raise DeployError("--passes auto: no candidate built and passed parity: " + "; ".join(
                 f"{r['label']}: {r.get('error', r['status'])}" for r in records))
-
-        timing = TimingSettings(warmup_s=settings.warmup_s, runs=settings.runs, buffers=2, seed=seed)
-        timed = interleaved_rounds({record["label"]: runner for record, runner in runners}, input_spec.name,
-                                   input_size, settings.batch, timing, settings.rounds, warm_once=True)
-        for record, _ in runners:
-            label = record["label"]
-            record["latency_ms"] = {**asdict(LatencyStats.of(timed.samples[label])),
-                                    "score": min(timed.medians[label]), "round_medians": timed.medians[label]}
-    finally:
-        for _, runner in runners:
-            runner.deactivate()
+        _time_candidates(runners, records, job, settings)
 
     winner, reason = _choose([r for r in records if "latency_ms" in r], settings.tie_margin)
     return {
@@ -173,6 +134,47 @@ def select_passes(
         "seconds": round(time.perf_counter() - started, 1),
         "candidates": records,
     }
+
+
+@dataclass(frozen=True)
+class _Trial:
+    """Builds a candidate graph, checks it on one seeded batch, and keeps its runner active if it passes."""
+
+    job: EngineJob
+    x: np.ndarray
+    expected: np.ndarray
+    work: Path
+
+    def run(self, graph: onnx.ModelProto, index: int, record: dict[str, Any],
+            kept: contextlib.ExitStack) -> Runner | None:
+        job, spec, output = self.job, self.job.source.input_specs[0], self.job.source.output_names[0]
+        folder = self.work / f"auto-{index}"
+        (folder / "engine").mkdir(parents=True)
+        path = folder / "candidate.onnx"
+        onnx.save_model(graph, str(path))
+        build = job.backend.build(ModelSource([spec], [output], onnx_path=path), folder / "engine", job.options)
+        runner = job.backend.load(folder / "engine", build.files[0], job.options, [spec], [output])
+        with contextlib.ExitStack() as active:
+            active.enter_context(runner)
+            report = compare(self.expected, runner.infer({spec.name: self.x})[output], TOLERANCES[job.precision])
+            record["parity"] = {"max_abs_rel": report.max_abs_rel, "cosine": report.cosine, "passed": report.passed}
+            if not report.passed:
+                record.update(status="failed-parity", error=report.reason)
+                return None
+            kept.enter_context(active.pop_all())  # timed later, with the other passing candidates
+        return runner
+
+
+def _time_candidates(runners: dict[str, Runner], records: list[dict[str, Any]], job: EngineJob,
+                     settings: AutotuneSettings) -> None:
+    timing = TimingSettings(warmup_s=settings.warmup_s, runs=settings.runs, buffers=2, seed=job.seed)
+    timed = interleaved_rounds(runners, job.source.input_specs[0].name, job.input_size, settings.batch, timing,
+                               settings.rounds, warm_once=True)
+    for record in records:
+        label = record["label"]
+        if label in runners:
+            record["latency_ms"] = {**asdict(LatencyStats.of(timed.samples[label])),
+                                    "score": min(timed.medians[label]), "round_medians": timed.medians[label]}
 
 
 def _choose(measured: list[dict[str, Any]], tie_margin: float) -> tuple[dict[str, Any], str]:

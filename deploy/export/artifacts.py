@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-from .errors import DeployError, OutputDirError
+from ..errors import DeployError
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = 1
@@ -20,20 +18,6 @@ MANIFEST_SCHEMA = 1
 
 def artifact_dir(out: Path, model: str, target: str, precision: str) -> Path:
     return Path(out) / model / f"{target}-{precision}"
-
-
-def ensure_writable(folder: Path) -> Path:
-    """Create `folder` if needed and prove we can write there, before any slow work."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        raise OutputDirError(
-            f"cannot write to output folder {folder} ({exc.strerror or exc}); pass a writable --out"
-        ) from None
-    return folder
 
 
 @contextmanager
@@ -59,29 +43,6 @@ def promote(stage: Path, final: Path) -> Path:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write beside `path`, fsync, then rename over it: a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def read_manifest(folder: Path) -> dict:

@@ -15,7 +15,7 @@ import onnx
 
 from runtimes.base import first_line
 
-from .errors import DeployError
+from ..errors import DeployError
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

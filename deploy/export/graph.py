@@ -1,0 +1,56 @@
+"""The ONNX half of the export stage: the clean export, the target's passes, the rewritten file.
+
+Takes an `EngineJob` (the module, the target's passes) and the request's pass spec; hands on a
+`SavedGraph` (the file the backend builds from, and the manifest's `onnx` record).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..passes import run_passes
+from . import onnx_export
+from .autotune import select_passes
+from .onnx_cache import GraphKey, OnnxCache, SavedGraph
+from .targets import resolve_passes
+
+if TYPE_CHECKING:
+    import onnx
+
+    from .request import EngineJob, ExportRequest
+
+EXPORTER = "torch.onnx.export(dynamo=True) + onnxslim"
+
+
+def prepare_onnx(job: EngineJob, key: GraphKey, request: ExportRequest, cache: OnnxCache, work: Path) -> SavedGraph:
+    """The rewritten graph for this job: `--passes auto` measures candidates, otherwise the spec's list."""
+
+    def clean() -> onnx.ModelProto:
+        return cache.clean(key, lambda: onnx_export.clean_up(
+            onnx_export.export_onnx(job.source.module, job.input_size, key.opset)))
+
+    auto = None
+    if request.passes == "auto":
+        auto = cache.auto_choice(key, job.target.name, job.precision,
+                                 lambda: select_passes(clean(), job, work / "auto", request.autotune))
+        pass_names = list(auto["passes"])
+    else:
+        pass_names = resolve_passes(job.target, request.passes)
+    # Precisions whose graph the export stage converts itself (fp16 with fp32 islands) append their pass.
+    pass_names += [name for name in job.target.precision_passes.get(job.precision, ()) if name not in pass_names]
+    graph = cache.saved(key, tuple(pass_names)) or _rewrite(clean(), key, tuple(pass_names), cache)
+    return SavedGraph(graph.path, {**graph.details, "auto": auto}) if auto else graph
+
+
+def _rewrite(clean: onnx.ModelProto, key: GraphKey, pass_names: tuple[str, ...], cache: OnnxCache) -> SavedGraph:
+    proto, records = run_passes(clean, pass_names)
+    onnx_export.check(proto)
+    digest = hashlib.sha1(repr((key, pass_names)).encode()).hexdigest()[:10]
+    path = cache.folder / f"{key.slug}-{digest}.onnx"
+    details: dict[str, Any] = {
+        "exporter": EXPORTER, "opset": onnx_export.opset_of(proto), "sha256": onnx_export.save_onnx(proto, path),
+        "passes": [r.to_json() for r in records], "op_histogram": onnx_export.op_histogram(proto),
+    }
+    return cache.store(key, pass_names, SavedGraph(path, details))

@@ -1,0 +1,63 @@
+"""What the export stage is asked for, what it hands on, and what building one engine needs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from runtimes import Backend, BuildOptions, ModelSource
+
+    from .autotune import AutotuneSettings
+    from .targets import TargetProfile
+
+
+@dataclass
+class ExportRequest:
+    model: str
+    target: str = "onnxruntime"
+    precision: str | None = None  # None: the target's default
+    weights: str | None = None
+    use_ema: bool | None = None
+    out: Path = Path("artifacts")
+    passes: str | None = "default"  # default | none | auto | a,b | +a,-b
+    autotune: AutotuneSettings | None = None  # --passes auto's timing budget (None: defaults, DEPLOY_AUTO_*)
+    opset: int | None = None
+    batch: tuple[int, ...] = (1, 4)  # dynamic-batch range the engine must serve; parity runs at each
+    threads: int | None = None
+    device: str | None = None
+    seed: int = 0
+    calib_dir: Path | None = None
+    calib_samples: int = 64
+    gate: bool = True  # False: keep an engine that fails parity (still recorded as failed)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExportResult:
+    artifact_dir: Path
+    manifest: dict[str, Any]
+    model: nn.Module
+
+
+@dataclass(frozen=True)
+class EngineJob:
+    """Building and checking one engine: the export stage, its parity check and `--passes auto` share it."""
+
+    target: TargetProfile
+    precision: str
+    backend: Backend
+    options: BuildOptions
+    source: ModelSource  # input specs, output names and the (BatchNorm-folded) module
+    reference: Callable[[np.ndarray], np.ndarray]  # PyTorch fp32 on a numpy batch
+    seed: int = 0
+
+    @property
+    def input_size(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.source.input_specs[0].shape[1:])  # type: ignore[arg-type]
