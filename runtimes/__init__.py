@@ -1,22 +1,18 @@
-"""Runtime adapters behind one interface; each runtime's library is imported only when used."""
+"""Runtime adapters behind one interface; each runtime's library is imported only when used.
+
+Takes what the export stage hands on (a `ModelSource`: the rewritten ONNX file or the PyTorch module, with
+`BuildOptions` and the adapter's typed `RuntimeOptions`); hands on engine files in an artifact folder
+(`Backend.build`) and a `Runner` that infers on named numpy arrays (`Backend.load`). `doctor` says which
+runtimes this machine has.
+"""
 
 from __future__ import annotations
 
 import importlib
 
-from .base import (
-    Availability,
-    Backend,
-    BuildOptions,
-    BuildResult,
-    EngineLoadError,
-    InputMismatchError,
-    ModelSource,
-    Runner,
-    RuntimeAdapterError,
-    RuntimeUnavailableError,
-    TensorSpec,
-)
+from .base import Availability, Backend, BuildOptions, BuildResult, ModelSource, Runner, TensorSpec
+from .errors import EngineLoadError, InputMismatchError, RuntimeAdapterError, RuntimeUnavailableError
+from .options import RuntimeOptions
 
 # target name -> "module:Class". Adding a runtime is one line here plus its module.
 BACKENDS: dict[str, str] = {
@@ -38,6 +34,7 @@ __all__ = [
     "ModelSource",
     "Runner",
     "RuntimeAdapterError",
+    "RuntimeOptions",
     "RuntimeUnavailableError",
     "TensorSpec",
     "get_backend",

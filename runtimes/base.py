@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from .errors import EngineLoadError, InputMismatchError, RuntimeAdapterError, RuntimeUnavailableError
+from .options import RuntimeOptions
+
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """An exception's first message line (runtimes raise multi-page errors), or its type name."""
@@ -29,22 +32,6 @@ def check_batches(batch: Sequence[int]) -> list[int]:
     if not batches or not all(isinstance(b, int) and b > 0 for b in batches):
         raise RuntimeAdapterError(f"batch sizes must be positive ints, got {batch!r}")
     return batches
-
-
-class RuntimeAdapterError(RuntimeError):
-    """A runtime problem the user can act on (missing package, bad engine, wrong input)."""
-
-
-class RuntimeUnavailableError(RuntimeAdapterError):
-    pass
-
-
-class EngineLoadError(RuntimeAdapterError):
-    pass
-
-
-class InputMismatchError(RuntimeAdapterError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -98,7 +85,7 @@ class BuildOptions:
     device: str | None = None
     # Calibration inputs for int8, as a list of feed dicts.
     calibration: list[dict[str, np.ndarray]] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    runtime: RuntimeOptions | None = None  # the adapter's own settings (its `options_type`); None: its defaults
 
 
 @dataclass
@@ -185,10 +172,11 @@ class Backend(abc.ABC):
     """A runtime adapter: availability, build (ONNX -> engine files) and load (files -> Runner)."""
 
     name: str = ""
-    extra: str | None = None  # the pip extra that installs the runtime
+    pip_extra: str | None = None  # the pip extra that installs the runtime
     precisions: tuple[str, ...] = ("fp32",)
     # What the backend builds from: "onnx" (the rewritten ONNX file) or "torch" (the nn.Module).
     source_kind: str = "onnx"
+    options_type: type[RuntimeOptions] = RuntimeOptions  # the settings `BuildOptions.runtime` may carry
     # ONNX opset and default pass list live in deploy/targets.py, not here.
 
     @abc.abstractmethod
@@ -197,9 +185,13 @@ class Backend(abc.ABC):
     def require(self) -> Availability:
         status = self.availability()
         if not status.available:
-            hint = f"; install it with `pip install -e .[{self.extra}]`" if self.extra else ""
+            hint = f"; install it with `pip install -e .[{self.pip_extra}]`" if self.pip_extra else ""
             raise RuntimeUnavailableError(f"{self.name} is not usable here: {status.reason}{hint}")
         return status
+
+    def parse_options(self, values: Mapping[str, object]) -> RuntimeOptions:
+        """This adapter's typed options from names and values (`--option KEY=VALUE`); one error if any is wrong."""
+        return self.options_type.parse(values, source=f"{self.name} option")
 
     def check_precision(self, precision: str) -> None:
         if precision not in self.precisions:

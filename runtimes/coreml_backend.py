@@ -9,7 +9,7 @@ failed on a reshape with traced sizes, while the exported, decomposed program co
 Precisions: fp16 (Core ML's default, the only one the Neural Engine runs), fp32 (keeps the model
 off the Neural Engine), int8 (fp16 compute with int8 linear-symmetric weights from
 `coremltools.optimize.coreml.linear_quantize_weights`). The batch is static by default: the first
-entry of `BuildOptions.batch`, recorded in the details. `extra["batch_shapes"] = "enumerated"`
+entry of `BuildOptions.batch`, recorded in the details. `CoreMLOptions(batch_shapes="enumerated")`
 instead exports a dynamic batch and converts it to `ct.EnumeratedShapes` over every listed batch
 (default: the first), which Core ML can still plan for the Neural Engine, unlike a RangeDim.
 Inputs and outputs stay fp32 (a cast is inserted), so callers feed the same arrays as to every
@@ -22,6 +22,7 @@ import logging
 import platform
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from .base import (
     check_batches,
     first_line,
 )
+from .options import RuntimeOptions, options_for
 
 # coremltools logs a warning on every import for each macOS-only native module it cannot load on Linux
 # and for each untested torch/scikit-learn version: noise in every CLI run. Its errors still show.
@@ -151,6 +153,24 @@ def _precision(dtypes: Counter) -> str:
     return "fp32" if "float32" in floats else "unknown"
 
 
+@dataclass(frozen=True)
+class CoreMLOptions(RuntimeOptions):
+    compute_units: str = "ALL"  # ALL, CPU_ONLY, CPU_AND_GPU or CPU_AND_NE
+    minimum_deployment_target: str | None = None  # a `ct.target` name ("iOS18"); None: coremltools' default
+    batch_shapes: str = "static"  # or "enumerated": one program for every requested batch
+    int8_weight_threshold: int = DEFAULT_WEIGHT_THRESHOLD  # smaller weight tensors stay fp16 at int8
+
+    def __post_init__(self) -> None:
+        units = self.compute_units.upper()
+        if units not in COMPUTE_UNITS:
+            raise RuntimeAdapterError(f"Core ML compute_units {units!r} is not one of {', '.join(COMPUTE_UNITS)}")
+        object.__setattr__(self, "compute_units", units)
+        if self.batch_shapes not in BATCH_SHAPES:
+            raise RuntimeAdapterError(f"batch_shapes {self.batch_shapes!r} is not one of {', '.join(BATCH_SHAPES)}")
+        if self.int8_weight_threshold < 0:
+            raise RuntimeAdapterError(f"int8_weight_threshold must be >= 0, not {self.int8_weight_threshold}")
+
+
 class CoreMLRunner(Runner):
     name = "coreml"
 
@@ -186,9 +206,10 @@ class CoreMLRunner(Runner):
 
 class CoreMLBackend(Backend):
     name = "coreml"
-    extra = "coreml"
+    pip_extra = "coreml"
     precisions = ("fp16", "fp32", "int8")
     source_kind = "torch"
+    options_type = CoreMLOptions
     engine_file = "model.mlpackage"
 
     def availability(self) -> Availability:
@@ -204,14 +225,14 @@ class CoreMLBackend(Backend):
         self.check_precision(options.precision)
         if source.module is None:
             raise RuntimeAdapterError("coreml converts from the PyTorch module; ModelSource.module is None")
-        extra = options.extra or {}
+        settings = options_for(options.runtime, CoreMLOptions, "coreml")
         batch, batches = batch_plan(options)
-        target_name = extra.get("minimum_deployment_target")
-        units_name = (extra.get("compute_units") or "ALL").upper()
+        target_name = settings.minimum_deployment_target
+        units_name = settings.compute_units
         mlmodel = _convert(source, batch, batches, options.precision, compute_units(units_name),
                            deployment_target(target_name))
         if options.precision == "int8":
-            mlmodel = _quantize_weights(mlmodel, extra.get("int8_weight_threshold", DEFAULT_WEIGHT_THRESHOLD))
+            mlmodel = _quantize_weights(mlmodel, settings.int8_weight_threshold)
         path = Path(out_dir) / self.engine_file
         mlmodel.save(str(path))
         details = {"batch": batch, "batches": batches, "compute_units": units_name,
@@ -222,16 +243,13 @@ class CoreMLBackend(Backend):
     def load(self, artifact_dir: Path, engine_file: str, options: BuildOptions,
              input_specs: list[TensorSpec] | None = None, output_names: list[str] | None = None) -> Runner:
         path = self.existing_engine(artifact_dir, engine_file)
-        compute_units((options.extra or {}).get("compute_units"))  # fail early on a bad name
-        return CoreMLRunner(path, units=(options.extra or {}).get("compute_units"))
+        return CoreMLRunner(path, units=options_for(options.runtime, CoreMLOptions, "coreml").compute_units)
 
 
 def batch_plan(options: BuildOptions) -> tuple[int, list[int]]:
     """(default batch, batches the program accepts): static unless batch_shapes="enumerated"."""
     batch = static_batch(options.batch)
-    mode = (options.extra or {}).get("batch_shapes", "static")
-    if mode not in BATCH_SHAPES:
-        raise RuntimeAdapterError(f"batch_shapes {mode!r} is not one of {', '.join(BATCH_SHAPES)}")
+    mode = options_for(options.runtime, CoreMLOptions, "coreml").batch_shapes
     return batch, sorted(set(options.batch)) if mode == "enumerated" else [batch]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,12 @@ from .base import (
     RuntimeAdapterError,
     TensorSpec,
 )
+from .options import RuntimeOptions, options_for
 
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 # Devices that are not in `core.available_devices` but dispatch to the ones that are.
 VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
-# "transformer" is NNCF's recommendation for ViTs (SmoothQuant, attention-aware scopes); "none" is
-# its generic scheme, which measured better on a tiny random-init HVT. Record which one was used.
-NNCF_MODEL_TYPES = ("transformer", "none", None)
+NNCF_MODEL_TYPES = ("transformer", "none")
 CONFIG_FILE = "openvino_config.json"
 _REPORTED_PROPERTIES = (
     "INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS",
@@ -79,25 +79,39 @@ def inference_precision(precision: str, device_capabilities: list[str] | tuple[s
                    "f16 hint would fall back to bf16 on CPUs with AVX512-BF16")
 
 
+@dataclass(frozen=True)
+class OpenVINOOptions(RuntimeOptions):
+    performance_hint: str | None = None  # LATENCY, THROUGHPUT or CUMULATIVE_THROUGHPUT
+    num_streams: int | str | None = None  # a positive int or "AUTO"
+    # "transformer" is NNCF's recommendation for ViTs (SmoothQuant, attention-aware scopes); "none" its generic
+    # scheme, which measured better on a tiny random-init HVT. The manifest records which one was used.
+    nncf_model_type: str = "transformer"
+
+    def __post_init__(self) -> None:
+        if self.performance_hint is not None:
+            hint = self.performance_hint.upper()
+            if hint not in PERFORMANCE_HINTS:
+                raise RuntimeAdapterError(
+                    f"OpenVINO performance_hint {hint!r} is not one of {', '.join(PERFORMANCE_HINTS)}")
+            object.__setattr__(self, "performance_hint", hint)
+        streams = self.num_streams
+        if streams is not None and not ((isinstance(streams, str) and streams.upper() == "AUTO")
+                                        or (isinstance(streams, int) and streams > 0)):
+            raise RuntimeAdapterError(f"OpenVINO num_streams must be a positive int or 'AUTO', got {streams!r}")
+        if self.nncf_model_type not in NNCF_MODEL_TYPES:
+            raise RuntimeAdapterError(
+                f"nncf_model_type must be one of {NNCF_MODEL_TYPES}, got {self.nncf_model_type!r}")
+
+
 def runtime_config(options: BuildOptions, device: str, hint: str) -> dict[str, Any]:
     """The compile_model properties for these options (also recorded in the build details)."""
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint}
-    extra = options.extra or {}
-    perf = extra.get("performance_hint")
-    if perf is not None:
-        perf = str(perf).upper()
-        if perf not in PERFORMANCE_HINTS:
-            raise RuntimeAdapterError(
-                f"OpenVINO performance_hint {perf!r} is not one of {', '.join(PERFORMANCE_HINTS)}"
-            )
-        config["PERFORMANCE_HINT"] = perf
-    streams = extra.get("num_streams")
+    settings = options_for(options.runtime, OpenVINOOptions, "openvino")
+    if settings.performance_hint is not None:
+        config["PERFORMANCE_HINT"] = settings.performance_hint
+    streams = settings.num_streams
     if streams is not None:
-        if not (str(streams).upper() == "AUTO" or (isinstance(streams, int) and streams > 0)):
-            raise RuntimeAdapterError(
-                f"OpenVINO num_streams must be a positive int or 'AUTO', got {streams!r}"
-            )
-        config["NUM_STREAMS"] = str(streams).upper() if isinstance(streams, str) else streams
+        config["NUM_STREAMS"] = streams.upper() if isinstance(streams, str) else streams
     if options.threads and device.upper().startswith("CPU"):
         # Only the CPU plugin has this property; other devices reject it.
         config["INFERENCE_NUM_THREADS"] = int(options.threads)
@@ -171,9 +185,10 @@ class OpenVINORunner(Runner):
 
 class OpenVINOBackend(Backend):
     name = "openvino"
-    extra = "openvino"
+    pip_extra = "openvino"
     precisions = ("fp32", "bf16", "fp16", "int8")
     source_kind = "onnx"
+    options_type = OpenVINOOptions
     engine_file = "model.xml"
 
     def availability(self) -> Availability:
@@ -259,9 +274,7 @@ def _quantize(model, options: BuildOptions):
             "openvino int8 needs calibration data (BuildOptions.calibration: a list of feed dicts, "
             "~300 real samples); none was given"
         )
-    model_type = (options.extra or {}).get("nncf_model_type", "transformer")
-    if model_type not in NNCF_MODEL_TYPES:
-        raise RuntimeAdapterError(f"nncf_model_type must be one of {NNCF_MODEL_TYPES}, got {model_type!r}")
+    model_type = options_for(options.runtime, OpenVINOOptions, "openvino").nncf_model_type
     try:
         import nncf
     except ImportError as exc:

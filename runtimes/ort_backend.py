@@ -65,7 +65,7 @@ class OrtRunner(Runner):
 
 class OrtBackend(Backend):
     name = "onnxruntime"
-    extra = None  # part of the default install
+    pip_extra = None  # part of the default install
     precisions = ("fp32", "fp16")
     source_kind = "onnx"
     engine_file = "model.onnx"

@@ -17,23 +17,23 @@ Decisions:
   - TensorRT < 10.12: the flag route: `BuilderFlag.FP16` (+ `INT8` for Q/DQ graphs), with
     LayerNorm, Softmax and Reduce layers pinned to fp32 (`layer.precision`, output types and
     `OBEY_PRECISION_CONSTRAINTS`), the classic fix for fp16 LayerNorm overflow in ViTs.
-  `extra["route"]` = "strong" / "flags" forces one where the version allows it.
+  `TensorRTOptions.route` = "strong" / "flags" forces one where the version allows it.
   Implicit int8 calibration (`IInt8Calibrator`, deprecated in 10.1, removed in 11) is not used:
   `BuildOptions.calibration` belongs to the Q/DQ pass that makes the int8 graph.
 * **Profile.** One optimisation profile: min = min(batch), opt = batch[0] (the primary batch,
   listed first; the export stage passes (1, 4), so tactics are tuned for batch-1 latency, the edge
-  case) unless `extra["opt_batch"]` says otherwise, max = max(batch).
+  case) unless `TensorRTOptions.opt_batch` says otherwise, max = max(batch).
 * **Engine cache key.** TensorRT version, GPU name, compute capability, sha256 of the ONNX (and its
   external data), precision, route, builder flags, TF32, workspace, profile, DLA settings. It is
   stored in the sidecar; `load` refuses an engine whose TensorRT version, GPU or compute capability
   differ from this machine's, or whose bytes no longer match. Builds reuse a cached engine only when
-  the whole key matches (`extra["engine_cache"]`, default on, under `extra["cache_dir"]`).
+  the whole key matches (`engine_cache`, default on, under `cache_dir`).
 * **Timing cache** per (TensorRT version, GPU, compute capability) file, loaded before and saved
-  after every build (`extra["timing_cache"]` overrides the path).
-* **DLA** (Jetson): `extra["dla_core"]` = n runs on that DLA core with GPU fallback
-  (`extra["gpu_fallback"]`, default True); DLA runs fp16/int8 only.
+  after every build (`timing_cache` overrides the path).
+* **DLA** (Jetson): `dla_core` = n runs on that DLA core with GPU fallback
+  (`gpu_fallback`, default True); DLA runs fp16/int8 only.
 * **fp32** builds clear `BuilderFlag.TF32` (on by default) so fp32 parity means fp32;
-  `extra["tf32"] = True` keeps it.
+  `tf32 = True` keeps it.
 * **Runner.** Device buffers are allocated once, at the profile's max shapes, with cuda-python's
   runtime API; `synchronize()` waits on the runner's stream (timing with CUDA events is the
   benchmark harness's job).
@@ -65,6 +65,7 @@ from .base import (
     TensorSpec,
     check_batches,
 )
+from .options import RuntimeOptions, options_for
 
 MIN_VERSION = (10, 0)
 STRONG_PREFERRED = (10, 12)  # weak typing deprecated
@@ -223,20 +224,40 @@ def optimisation_profile(specs: Sequence[TensorSpec], batch: Sequence[int],
 
 
 @dataclass(frozen=True)
+class TensorRTOptions(RuntimeOptions):
+    route: str = "auto"  # "strong" or "flags" forces one where the version allows it
+    opt_batch: int | None = None  # the batch tactics are tuned for (default: the first requested)
+    engine_cache: bool = True  # reuse an engine built for exactly this cache key
+    cache_dir: str | None = None  # default: $VIT_DEPLOY_CACHE, else ~/.cache/vit-deploy
+    timing_cache: str | None = None  # a timing-cache file (default: one per TensorRT version and GPU)
+    dla_core: int | None = None  # run on this DLA core (Jetson), with GPU fallback
+    gpu_fallback: bool = True
+    workspace_mib: int | None = None
+    tf32: bool | None = None  # None: on for reduced precision, off for fp32 (so fp32 parity means fp32)
+
+    def __post_init__(self) -> None:
+        if self.route not in ROUTES:
+            raise RuntimeAdapterError(f"TensorRT route {self.route!r} is not one of {', '.join(ROUTES)}")
+        if self.dla_core is not None and self.dla_core < 0:
+            raise RuntimeAdapterError(f"dla_core must be a DLA core index (0, 1, ...), got {self.dla_core!r}")
+        for name in ("opt_batch", "workspace_mib"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise RuntimeAdapterError(f"{name} must be a positive int, got {value!r}")
+
+
+@dataclass(frozen=True)
 class DlaSettings:
     core: int
     gpu_fallback: bool = True
 
 
-def dla_settings(extra: Mapping[str, Any], precision: str) -> DlaSettings | None:
-    core = extra.get("dla_core")
-    if core is None:
+def dla_settings(settings: TensorRTOptions, precision: str) -> DlaSettings | None:
+    if settings.dla_core is None:
         return None
-    if not isinstance(core, int) or isinstance(core, bool) or core < 0:
-        raise RuntimeAdapterError(f"dla_core must be a DLA core index (0, 1, ...), got {core!r}")
     if precision not in ("fp16", "int8"):
         raise RuntimeAdapterError(f"DLA runs fp16 or int8 only, not {precision}")
-    return DlaSettings(core, bool(extra.get("gpu_fallback", True)))
+    return DlaSettings(settings.dla_core, settings.gpu_fallback)
 
 
 # ---------------------------------------------------------------- cache keys and sidecar
@@ -299,8 +320,8 @@ def engine_cache_dir(cache_dir: Path, key: Mapping[str, Any]) -> Path:
     return Path(cache_dir) / "tensorrt" / "engines" / key_digest(key)
 
 
-def default_cache_dir(extra: Mapping[str, Any]) -> Path:
-    configured = extra.get("cache_dir") or os.environ.get("VIT_DEPLOY_CACHE")
+def default_cache_dir(settings: TensorRTOptions) -> Path:
+    configured = settings.cache_dir or os.environ.get("VIT_DEPLOY_CACHE")
     return Path(configured) if configured else Path.home() / ".cache" / "vit-deploy"
 
 
@@ -606,9 +627,10 @@ class TensorRTRunner(Runner):
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
-    extra = "tensorrt"
+    pip_extra = "tensorrt"
     precisions = ("fp32", "fp16", "int8")
     source_kind = "onnx"
+    options_type = TensorRTOptions
     engine_file = ENGINE_FILE
 
     def availability(self) -> Availability:
@@ -645,19 +667,19 @@ class TensorRTBackend(Backend):
 
     def _prepare(self, trt, source: ModelSource, options: BuildOptions):
         """(plan, cache key, engine-cache folder or None) for a build on the selected GPU."""
-        extra = options.extra or {}
+        settings = options_for(options.runtime, TensorRTOptions, "tensorrt")
         device = self._device(options)
         graph = inspect_onnx(source.onnx_path)
         plan = make_plan(parse_version(trt.__version__), options, graph, source.input_specs)
-        cache_dir = default_cache_dir(extra)
-        plan.timing_cache = (Path(extra["timing_cache"]) if extra.get("timing_cache")
+        cache_dir = default_cache_dir(settings)
+        plan.timing_cache = (Path(settings.timing_cache) if settings.timing_cache
                              else timing_cache_path(cache_dir, trt.__version__, device))
         key = engine_cache_key(
             tensorrt_version=trt.__version__, device=device,
             model_sha256=files_sha256(source.onnx_path, graph.external_files), precision=options.precision,
             route=plan.route, builder_flags=plan.builder_flags(), profile=plan.profile, dla=plan.dla,
             workspace_mib=plan.workspace_mib)
-        folder = engine_cache_dir(cache_dir, key) if extra.get("engine_cache", True) else None
+        folder = engine_cache_dir(cache_dir, key) if settings.engine_cache else None
         return plan, key, folder
 
     def _device(self, options: BuildOptions) -> DeviceInfo:
@@ -687,14 +709,12 @@ class TensorRTBackend(Backend):
 def make_plan(version: tuple[int, ...], options: BuildOptions, graph: GraphTypes,
               specs: Sequence[TensorSpec]) -> BuildPlan:
     """All pure decisions for a build: route, profile, DLA, workspace, TF32."""
-    extra = options.extra or {}
-    route = choose_route(version, options.precision, graph, extra.get("route", "auto"))
-    profile = optimisation_profile(specs, options.batch, extra.get("opt_batch"))
-    workspace = extra.get("workspace_mib")
+    settings = options_for(options.runtime, TensorRTOptions, "tensorrt")
+    route = choose_route(version, options.precision, graph, settings.route)
+    profile = optimisation_profile(specs, options.batch, settings.opt_batch)
     return BuildPlan(route=route, profile=profile, precision=options.precision,
-                     dla=dla_settings(extra, options.precision),
-                     workspace_mib=int(workspace) if workspace else None,
-                     tf32=bool(extra.get("tf32", options.precision != "fp32")))
+                     dla=dla_settings(settings, options.precision), workspace_mib=settings.workspace_mib or None,
+                     tf32=settings.tf32 if settings.tf32 is not None else options.precision != "fp32")
 
 
 def write_engine(folder: Path, engine: bytes, key: Mapping[str, Any], source: ModelSource,

@@ -49,7 +49,7 @@ class TorchRunner(Runner):
 
 class TorchBackend(Backend):
     name = "torch"
-    extra = None
+    pip_extra = None
     precisions = ("fp32",)
     source_kind = "torch"
     engine_file = "model.pt2"

@@ -11,8 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from deploy import bench, timing
-from deploy.bench import BenchSettings, run_bench
+from deploy import timing
+from deploy.bench import BenchRequest, BenchSettings, LocalExecutor, ResultRow, ResultsFile, Resume, run_bench
+from deploy.bench import group as group_module
+from deploy.bench.plan import plan_matrix
+from deploy.bench.results import CellKey
 from deploy.cli import main
 from deploy.errors import DeployError
 from deploy.timing import LatencyStats, TimingSettings
@@ -96,86 +99,94 @@ def test_warm_up_is_by_time_with_a_minimum_count():
 
 
 def _fake_group(calls: list, interrupt_at: int | None = None):
-    """A stand-in for bench_group: synthetic rows, a fresh nonce per call, optional Ctrl-C."""
+    """A stand-in for run_group: synthetic rows, a fresh nonce per call (in `runs`), optional Ctrl-C."""
 
-    def fake(model, target, precision, batches, settings, out, cache, passes, weights, references):
-        calls.append((model, target, precision, tuple(batches)))
+    def fake(group, context):
+        calls.append((group.model, group.target, group.precision, group.batches))
         if interrupt_at is not None and len(calls) == interrupt_at:
             raise KeyboardInterrupt
-        return [{"model": model, "target": target, "precision": precision, "batch": b, "status": "ok",
-                 "error": None, "latency_ms": {"p50": float(len(calls))}, "nonce": len(calls), "macs": 1,
-                 "runs": settings.runs} for b in batches]
+        return [ResultRow(model=group.model, target=group.target, precision=group.precision, batch=b, status="ok",
+                          latency_ms=LatencyStats.of([float(len(calls))]), runs=len(calls), macs=1)
+                for b in group.batches]
 
     return fake
 
 
-def test_results_are_written_after_each_cell_and_resume_keeps_each_cell_once(tmp_path, monkeypatch):
+def _request(names, targets, batches, settings, out, precision=None):
+    return BenchRequest(names, targets, batches, settings, out, precision=precision)
+
+
+def test_results_are_written_after_each_cell_and_resume_keeps_each_cell_once(tmp_path):
     path = tmp_path / "results.json"
     calls: list = []
-    monkeypatch.setattr(bench, "bench_group", _fake_group(calls, interrupt_at=3))
     settings = BenchSettings(runs=3, warmup_s=0)
-    args = (["hvt_ti_1", "hvt_s_1", "deit_s"], ["torch", "onnxruntime"], [1, 4], None, settings, tmp_path)
+    request = _request(["hvt_ti_1", "hvt_s_1", "deit_s"], ["torch", "onnxruntime"], [1, 4], settings, tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        run_bench(*args, results=bench.ResultsFile(path))
+        run_bench(request, ResultsFile(path), executor=LocalExecutor(_fake_group(calls, interrupt_at=3)))
     partial = json.loads(path.read_text())
     assert partial["complete"] is False
     assert len(partial["results"]) == 4, "two finished groups x two batches were saved before Ctrl-C"
-    saved = {bench.cell_key(r): r["nonce"] for r in partial["results"]}
+    saved = {_key(r): r["runs"] for r in partial["results"]}
 
     calls.clear()
-    monkeypatch.setattr(bench, "bench_group", _fake_group(calls))
-    report = run_bench(*args, results=bench.ResultsFile(path), resume=True)
+    report = run_bench(request, ResultsFile(path), resume=Resume(), executor=LocalExecutor(_fake_group(calls)))
     assert len(calls) == 4, "only the 4 groups the file lacked ran"
     final = json.loads(path.read_text())
-    keys = [bench.cell_key(r) for r in final["results"]]
+    keys = [_key(r) for r in final["results"]]
     assert len(keys) == len(set(keys)) == 12, "every cell exactly once"
-    assert keys == bench.plan_matrix(["hvt_ti_1", "hvt_s_1", "deit_s"], ["torch", "onnxruntime"], [1, 4], None)
+    assert keys == plan_matrix(["hvt_ti_1", "hvt_s_1", "deit_s"], ["torch", "onnxruntime"], [1, 4], None)
     for row in final["results"]:
-        if bench.cell_key(row) in saved:
-            assert row["nonce"] == saved[bench.cell_key(row)], "finished cells are kept, not re-run"
+        if _key(row) in saved:
+            assert row["runs"] == saved[_key(row)], "finished cells are kept, not re-run"
     assert final["complete"] is True and len(final["resumed"]) == 1
-    assert report["results"] == final["results"]
+    assert report.to_json()["results"] == final["results"]
 
 
-def test_resume_refuses_other_settings_and_can_retry_failed(tmp_path, monkeypatch):
+def _key(row: dict) -> CellKey:
+    return CellKey(row["model"], row["target"], row["precision"], row["batch"])
+
+
+def test_resume_refuses_other_settings_and_can_retry_failed(tmp_path):
     path = tmp_path / "results.json"
     calls: list = []
-    monkeypatch.setattr(bench, "bench_group", _fake_group(calls))
-    args = (["hvt_ti_1"], ["torch", "onnxruntime"], [1], None)
-    run_bench(*args, BenchSettings(runs=3), tmp_path, results=bench.ResultsFile(path))
+    executor = LocalExecutor(_fake_group(calls))
+
+    def request(settings):
+        return _request(["hvt_ti_1"], ["torch", "onnxruntime"], [1], settings, tmp_path)
+
+    run_bench(request(BenchSettings(runs=3)), ResultsFile(path), executor=executor)
     with pytest.raises(DeployError, match="runs=3 there, 5 now"):
-        run_bench(*args, BenchSettings(runs=5), tmp_path, results=bench.ResultsFile(path), resume=True)
+        run_bench(request(BenchSettings(runs=5)), ResultsFile(path), resume=Resume(), executor=executor)
 
     report = json.loads(path.read_text())
     report["results"][1].update(status="failed", error="boom")
     path.write_text(json.dumps(report))
     calls.clear()
-    run_bench(*args, BenchSettings(runs=3), tmp_path, results=bench.ResultsFile(path), resume=True)
+    run_bench(request(BenchSettings(runs=3)), ResultsFile(path), resume=Resume(), executor=executor)
     assert calls == [], "failed cells are finished cells unless retried"
-    run_bench(*args, BenchSettings(runs=3), tmp_path, results=bench.ResultsFile(path), resume=True,
-              retry_failed=True)
+    run_bench(request(BenchSettings(runs=3)), ResultsFile(path), resume=Resume(retry_failed=True), executor=executor)
     assert calls == [("hvt_ti_1", "onnxruntime", "fp32", (1,))]
     assert [r["status"] for r in json.loads(path.read_text())["results"]] == ["ok", "ok"]
 
 
 def test_a_failing_cell_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
-    real_export = bench.export
+    real_export = group_module.export
 
     def flaky_export(request, onnx_cache=None):
         if request.target == "onnxruntime":
             raise DeployError("simulated export failure")
         return real_export(request, onnx_cache=onnx_cache)
 
-    monkeypatch.setattr(bench, "export", flaky_export)
+    monkeypatch.setattr(group_module, "export", flaky_export)
     path = tmp_path / "r.json"
-    report = run_bench(["hvt_digits"], ["onnxruntime", "torch"], [1], None, BenchSettings(runs=3, warmup_s=0),
-                       tmp_path / "art", results=bench.ResultsFile(path))
-    failed, ok = report["results"]
-    assert (failed["status"], failed["error"]) == ("failed", "simulated export failure")
-    assert failed["latency_ms"] is None
-    assert ok["status"] == "ok" and ok["runs"] == 3
-    assert ok["memory"]["rss_peak_mb"] > 0 and ok["memory"]["rss_growth_mb"] >= 0
-    assert json.loads(path.read_text())["results"] == report["results"]
+    report = run_bench(_request(["hvt_digits"], ["onnxruntime", "torch"], [1], BenchSettings(runs=3, warmup_s=0),
+                                tmp_path / "art"), ResultsFile(path))
+    failed, ok = report.results
+    assert (failed.status, failed.error) == ("failed", "simulated export failure")
+    assert failed.latency_ms is None
+    assert ok.status == "ok" and ok.runs == 3
+    assert ok.memory.rss_peak_mb > 0 and ok.memory.rss_growth_mb >= 0
+    assert json.loads(path.read_text())["results"] == report.to_json()["results"]
 
 
 # ---------------------------------------------------------------- the command
@@ -207,12 +218,12 @@ def test_bench_digits_with_accuracy_writes_json_csv_and_markdown(tmp_path, capsy
 
 def test_bench_resume_with_nothing_left_to_do_runs_nothing(tmp_path, monkeypatch):
     path = tmp_path / "r.json"
-    monkeypatch.setattr(bench, "bench_group", _fake_group([]))
+    monkeypatch.setattr(LocalExecutor, "run_group", staticmethod(_fake_group([])))
     argv = ["bench", "hvt_ti_1", "--target", "torch", "--runs", "2", "--warmup", "0", "--no-progress",
             "--out", str(tmp_path), "--json", str(path)]
     assert main(argv) == 0
     first = json.loads(path.read_text())["results"]
-    monkeypatch.setattr(bench, "bench_group", lambda *a, **k: pytest.fail("a finished cell ran again"))
+    monkeypatch.setattr(LocalExecutor, "run_group", staticmethod(lambda *a: pytest.fail("a finished cell ran again")))
     assert main([*argv, "--resume"]) == 0
     assert json.loads(path.read_text())["results"] == first
 
@@ -234,7 +245,39 @@ def test_random_init_models_pass_parity_on_two_onnx_runtimes_sharing_one_export(
     """ORT and OpenVINO share the cached ONNX file; both must be checked against the same weights."""
     if importlib.util.find_spec("openvino") is None:
         pytest.skip("openvino is not installed (pip install -e .[openvino])")
-    report = run_bench(["hvt_ti_1"], ["onnxruntime", "openvino"], [1], None, BenchSettings(runs=2, warmup_s=0),
-                       tmp_path)
-    assert [(r["target"], r["status"]) for r in report["results"]] == [("onnxruntime", "ok"), ("openvino", "ok")]
-    assert all(r["parity"]["cosine"] > 0.99999 and r["weights"] == "random-init" for r in report["results"])
+    report = run_bench(_request(["hvt_ti_1"], ["onnxruntime", "openvino"], [1], BenchSettings(runs=2, warmup_s=0),
+                                tmp_path))
+    assert [(r.target, r.status) for r in report.results] == [("onnxruntime", "ok"), ("openvino", "ok")]
+    assert all(r.parity.cosine > 0.99999 and r.weights == "random-init" for r in report.results)
+
+
+# ---------------------------------------------------------------- the results file's types
+
+
+def test_the_shipped_json_schema_is_generated_from_the_types():
+    from pathlib import Path
+
+    from deploy.bench import results
+
+    shipped = json.loads((Path(results.__file__).parent / "results.schema.json").read_text())
+    assert shipped == results.results_json_schema(), "regenerate it: python scripts/results_schema.py"
+    assert shipped["properties"]["schema"]["default"] == results.SCHEMA_VERSION
+    row = shipped["$defs"]["ResultRow"]
+    assert set(row["required"]) == {"model", "target", "precision", "batch", "status"}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d.update(schema=1), "has results schema 1; this version of vit-deploy reads schema 2"),
+    (lambda d: d["results"][0].pop("batch"), r"row 0 \(hvt_ti_1/torch/fp32/\?\), field batch: missing"),
+    (lambda d: d["results"][0].update(status="great"), "row 0 .*, field status: input should be"),
+])
+def test_results_files_of_the_wrong_shape_are_one_clear_error(tmp_path, change, message):
+    from deploy.bench.results import load_results
+
+    document = {"schema": 2, "results": [{"model": "hvt_ti_1", "target": "torch", "precision": "fp32", "batch": 1,
+                                          "status": "ok"}]}
+    change(document)
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(DeployError, match=message):
+        load_results(path)

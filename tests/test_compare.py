@@ -7,19 +7,25 @@ import json
 
 import pytest
 
+from deploy.bench.results import parse_results
 from deploy.cli import main
-from deploy.compare import compare_reports, parse_threshold
 from deploy.errors import DeployError
+from deploy.report.compare import compare_reports, parse_threshold
 
 
 def _row(model: str, target: str, p50: float, status: str = "ok") -> dict:
     return {"model": model, "target": target, "precision": "fp32", "batch": 1, "status": status,
             "error": None if status == "ok" else "boom",
-            "latency_ms": {"p50": p50, "p90": p50 * 1.2, "mean": p50} if status == "ok" else None}
+            "latency_ms": _latency(p50) if status == "ok" else None}
+
+
+def _latency(p50: float) -> dict:
+    return {"p50": p50, "p90": p50 * 1.2, "p95": p50 * 1.3, "p99": p50 * 1.4, "mean": p50, "std": 0.1,
+            "min": p50 * 0.9, "max": p50 * 1.5}
 
 
 def _report(*rows: dict, processor: str = "Test CPU") -> dict:
-    return {"environment": {"processor": processor}, "results": list(rows)}
+    return {"schema": 2, "environment": {"processor": processor}, "results": list(rows)}
 
 
 OLD = _report(_row("deit_s", "onnxruntime", 10.0), _row("hvt_s_4", "onnxruntime", 4.0),
@@ -65,13 +71,13 @@ def test_faster_and_other_metrics(tmp_path, capsys):
 def test_a_cell_that_now_fails_is_a_regression_but_a_missing_runtime_is_not():
     failed = _report(_row("deit_s", "onnxruntime", 10.0), _row("hvt_s_4", "onnxruntime", 0, status="failed"),
                      _row("hvt_s_4", "openvino", 3.0))
-    entries, regressed = compare_reports(OLD, failed, 0.05)
-    assert regressed and entries[1]["verdict"].startswith("now failed")
+    entries, regressed = compare_reports(parse_results(OLD, "old"), parse_results(failed, "new"), 0.05)
+    assert regressed and entries[1].verdict.startswith("now failed")
     unavailable = _report(_row("deit_s", "onnxruntime", 10.0), _row("hvt_s_4", "onnxruntime", 4.0),
                           _row("hvt_s_4", "openvino", 0, status="unavailable"), _row("cvt_13", "torch", 50.0))
-    entries, regressed = compare_reports(OLD, unavailable, 0.05)
+    entries, regressed = compare_reports(parse_results(OLD, "old"), parse_results(unavailable, "new"), 0.05)
     assert not regressed
-    assert [e["verdict"] for e in entries] == ["same", "same", "ok -> unavailable", "only in NEW"]
+    assert [e.verdict for e in entries] == ["same", "same", "ok -> unavailable", "only in NEW"]
 
 
 def test_compare_notes_a_different_machine_and_refuses_bad_files(tmp_path, capsys):

@@ -17,7 +17,7 @@ from runtimes import (
     TensorSpec,
     get_backend,
 )
-from runtimes.coreml_backend import RUN_REASON, describe_mlprogram, static_batch
+from runtimes.coreml_backend import RUN_REASON, CoreMLOptions, describe_mlprogram, static_batch
 
 ct = pytest.importorskip("coremltools", reason="the coreml extra is not installed: pip install -e .[coreml]")
 torch = pytest.importorskip("torch", reason="torch is needed to build the reference model")
@@ -54,8 +54,8 @@ def built(backend, source, tmp_path_factory):
         key = (precision, target, tuple(batch))
         if key not in cache:
             out = tmp_path_factory.mktemp(f"coreml_{precision}")
-            extra = {"minimum_deployment_target": target} if target else {}
-            options = BuildOptions(precision=precision, batch=batch, extra=extra)
+            options = BuildOptions(precision=precision, batch=batch,
+                                   runtime=CoreMLOptions(minimum_deployment_target=target))
             cache[key] = (out, backend.build(source, out, options), options)
         return cache[key]
 
@@ -115,8 +115,8 @@ def test_int8_quantizes_weights(built):
 
 
 def test_int8_threshold_quantizes_small_layers_too(backend, source, tmp_path):
-    options = BuildOptions(precision="int8", extra={"minimum_deployment_target": "iOS18",
-                                                    "int8_weight_threshold": 0})
+    options = BuildOptions(precision="int8", runtime=CoreMLOptions(minimum_deployment_target="iOS18",
+                                                                   int8_weight_threshold=0))
     result = backend.build(source, tmp_path, options)
     info = describe_mlprogram(tmp_path / "model.mlpackage")
     # iOS18 programs use the newer blockwise op; every weight constant is int8 now: 9 linears, the
@@ -131,14 +131,14 @@ def test_static_batch_is_the_first_listed(built):
 
 
 def test_enumerated_batches_cover_every_listed_batch(backend, source, tmp_path):
-    options = BuildOptions(precision="fp16", batch=(1, 4), extra={"batch_shapes": "enumerated"})
+    options = BuildOptions(precision="fp16", batch=(1, 4), runtime=CoreMLOptions(batch_shapes="enumerated"))
     result = backend.build(source, tmp_path, options)
     (feature,) = describe_mlprogram(tmp_path / "model.mlpackage")["inputs"]
     assert feature["shape"] == (1, 3, 32, 32)  # the default: the first listed batch
     assert feature["enumerated_shapes"] == [(1, 3, 32, 32), (4, 3, 32, 32)]
     assert result.details["batches"] == [1, 4]
     with pytest.raises(RuntimeAdapterError, match="batch_shapes"):
-        backend.build(source, tmp_path, BuildOptions(precision="fp16", extra={"batch_shapes": "range"}))
+        backend.parse_options({"batch_shapes": "range"})
 
 
 def test_shape_helpers():
@@ -156,7 +156,7 @@ def test_shape_helpers():
 ])
 def test_bad_options_are_refused(backend, source, tmp_path, extra, message):
     with pytest.raises(RuntimeAdapterError, match=message):
-        backend.build(source, tmp_path, BuildOptions(precision="fp16", extra=extra))
+        backend.build(source, tmp_path, BuildOptions(precision="fp16", runtime=backend.parse_options(extra)))
 
 
 def test_needs_the_module(backend, tmp_path):
@@ -199,7 +199,7 @@ def test_prediction_matches_pytorch_on_mac(built, backend, model, precision, tol
 
 @pytest.mark.skipif(not ON_MAC, reason=RUN_REASON)
 def test_enumerated_batches_predict_on_mac(backend, source, model, tmp_path):
-    options = BuildOptions(precision="fp32", batch=(1, 4), extra={"batch_shapes": "enumerated"})
+    options = BuildOptions(precision="fp32", batch=(1, 4), runtime=CoreMLOptions(batch_shapes="enumerated"))
     result = backend.build(source, tmp_path, options)
     with backend.load(tmp_path, result.files[0], options) as runner, torch.inference_mode():
         for batch in (1, 4):

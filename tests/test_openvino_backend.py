@@ -7,7 +7,13 @@ import pytest
 from helpers import small_hvt
 
 from runtimes import BuildOptions, EngineLoadError, ModelSource, RuntimeAdapterError, TensorSpec, get_backend
-from runtimes.openvino_backend import check_device, inference_precision, one_line, runtime_config
+from runtimes.openvino_backend import (
+    OpenVINOOptions,
+    check_device,
+    inference_precision,
+    one_line,
+    runtime_config,
+)
 
 ov = pytest.importorskip("openvino", reason="the openvino extra is not installed: pip install -e .[openvino]")
 torch = pytest.importorskip("torch", reason="torch is needed to build the reference model")
@@ -130,7 +136,7 @@ def test_int8_with_nncf_calibration(model, backend, source, tmp_path, model_type
     rng = np.random.default_rng(1)
     calibration = [{"input": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)} for _ in range(64)]
     result, runner = build_and_load(backend, source, tmp_path, precision="int8", calibration=calibration,
-                                    extra={"nncf_model_type": model_type})
+                                    runtime=OpenVINOOptions(nncf_model_type=model_type))
     assert result.details["int8"] == {**result.details["int8"], "calibration_samples": 64,
                                       "nncf_model_type": model_type}
     assert "FakeQuantize" in (tmp_path / "model.xml").read_text()
@@ -149,12 +155,13 @@ def test_int8_rejects_unknown_nncf_model_type(backend, source, tmp_path):
     calibration = [{"input": np.zeros((1, 3, 32, 32), np.float32)}]
     with pytest.raises(RuntimeAdapterError, match="nncf_model_type"):
         backend.build(source, tmp_path, BuildOptions(precision="int8", calibration=calibration,
-                                                     extra={"nncf_model_type": "cnn"}))
+                                                     runtime=backend.parse_options({"nncf_model_type": "cnn"})))
 
 
-def test_runtime_config_from_extra(backend, source, tmp_path):
+def test_runtime_config_from_options(backend, source, tmp_path):
     result, runner = build_and_load(backend, source, tmp_path, precision="fp32",
-                                    extra={"performance_hint": "throughput", "num_streams": 2})
+                                    runtime=backend.parse_options({"performance_hint": "throughput",
+                                                                   "num_streams": "2"}))
     config = result.details["runtime_config"]
     assert config["PERFORMANCE_HINT"] == "THROUGHPUT" and config["NUM_STREAMS"] == 2
     with runner:
@@ -164,9 +171,9 @@ def test_runtime_config_from_extra(backend, source, tmp_path):
 
 def test_bad_runtime_config_is_refused():
     with pytest.raises(RuntimeAdapterError, match="LATENCY"):
-        runtime_config(BuildOptions(extra={"performance_hint": "fastest"}), "CPU", "f32")
+        runtime_config(BuildOptions(runtime=OpenVINOOptions(performance_hint="fastest")), "CPU", "f32")
     with pytest.raises(RuntimeAdapterError, match="num_streams"):
-        runtime_config(BuildOptions(extra={"num_streams": 0}), "CPU", "f32")
+        runtime_config(BuildOptions(runtime=OpenVINOOptions(num_streams=0)), "CPU", "f32")
     # Threads are a CPU-plugin property only.
     assert "INFERENCE_NUM_THREADS" not in runtime_config(BuildOptions(threads=4), "GPU", "f16")
 

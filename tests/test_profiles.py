@@ -9,10 +9,12 @@ import time
 import pytest
 
 import models
-from deploy import profiles
+from deploy.bench import detect as detection_module
+from deploy.bench import device_profiles, power
+from deploy.bench.detect import Detection, detect
+from deploy.bench.device_profiles import load_profile, parse_profile
 from deploy.cli import main
 from deploy.errors import DeployError
-from deploy.profiles import Detection, detect, load_profile, parse_profile
 
 
 @pytest.mark.parametrize("name", ["cpu", "cuda", "jetson", "mac"])
@@ -79,7 +81,7 @@ def test_user_profiles_by_path_folder_and_environment(tmp_path, monkeypatch):
     assert load_profile("edge-cpu", [tmp_path / "mine"]).source == str(path)
     with pytest.raises(DeployError, match="no device profile 'edge-cpu'; profiles: cpu, cuda, jetson, mac"):
         load_profile("edge-cpu")
-    monkeypatch.setenv(profiles.PROFILES_ENV, str(tmp_path / "mine"))
+    monkeypatch.setenv(device_profiles.PROFILES_ENV, str(tmp_path / "mine"))
     assert load_profile("edge-cpu").batches == (1, 8)
     # A user folder shadows a shipped profile of the same name.
     _write_profile(tmp_path / "mine", "cpu", body)
@@ -133,13 +135,13 @@ def test_detection_of_a_mac_and_of_cuda(tmp_path):
 def test_asking_for_a_device_that_is_not_here_is_refused(tmp_path):
     cpu_only = Detection(("cpu",), {"cpu": "x"})
     with pytest.raises(DeployError, match="needs a jetson device, but this is not a Jetson.*this machine is cpu"):
-        profiles.resolve_device("jetson", cpu_only)
+        device_profiles.resolve_device("jetson", cpu_only)
     with pytest.raises(DeployError, match="no CUDA GPU here"):
-        profiles.resolve_device("cuda", cpu_only)
-    assert profiles.resolve_device("auto", cpu_only).name == "cpu"
+        device_profiles.resolve_device("cuda", cpu_only)
+    assert device_profiles.resolve_device("auto", cpu_only).name == "cpu"
     jetson = Detection(("jetson", "cuda", "cpu"), {})
-    assert profiles.resolve_device("auto", jetson).name == "jetson"
-    assert profiles.resolve_device("cpu", jetson).name == "cpu", "every machine has a CPU"
+    assert device_profiles.resolve_device("auto", jetson).name == "jetson"
+    assert device_profiles.resolve_device("cpu", jetson).name == "cpu", "every machine has a CPU"
 
 
 @pytest.mark.skipif(detect().kinds != ("cpu",), reason="this machine is not a plain CPU box")
@@ -180,21 +182,22 @@ def test_jetson_settings_are_read_under_the_root(tmp_path):
     for pinned in (True, False):
         root = _jetson_root(tmp_path, pinned)
         found = detect(root, system="Linux", cuda=True)
-        settings = profiles.device_settings(profile, found, 4, root=root, run=lambda argv: None)
+        settings = detection_module.device_settings(profile, found, 4, root=root, run=lambda argv: None)
         assert settings["profile"] == "jetson" and settings["detected"]["kinds"][0] == "jetson"
         assert settings["nvpmodel"] == {"id": 2, "name": "15W", "source": "var/lib/nvpmodel/status"}
         assert settings["governor"] == "schedutil"
         assert settings["jetson_clocks"]["on"] is pinned
         assert settings["cpu"]["threads"] == 4
-    assert "cpu0" in profiles.jetson_clocks_state(tmp_path / "loose")["evidence"]
+    assert "cpu0" in detection_module.jetson_clocks_state(tmp_path / "loose")["evidence"]
 
 
 def test_nvpmodel_falls_back_to_the_command_and_unreadable_settings_are_none(tmp_path):
-    mode = profiles.nvpmodel_mode(tmp_path, run=lambda argv: "NV Power Mode: MAXN\n0\n")
+    mode = detection_module.nvpmodel_mode(tmp_path, run=lambda argv: "NV Power Mode: MAXN\n0\n")
     assert mode == {"id": 0, "name": "MAXN", "source": "nvpmodel -q"}
-    assert profiles.nvpmodel_mode(tmp_path, run=lambda argv: None) is None
-    assert profiles.jetson_clocks_state(tmp_path)["on"] is None
-    settings = profiles.device_settings(load_profile("cpu"), detect(tmp_path, "Linux", False), None, root=tmp_path)
+    assert detection_module.nvpmodel_mode(tmp_path, run=lambda argv: None) is None
+    assert detection_module.jetson_clocks_state(tmp_path)["on"] is None
+    settings = detection_module.device_settings(load_profile("cpu"), detect(tmp_path, "Linux", False), None,
+                                                root=tmp_path)
     assert settings["governor"] is None and settings["cpu"]["threads"] >= 1
 
 
@@ -211,7 +214,7 @@ def test_nvpmodel_falls_back_to_the_command_and_unreadable_settings_are_none(tmp
     ("RAM 2400/7620MB SWAP 0/3810MB CPU [2%@729]", None),
 ])
 def test_parse_tegrastats(line, expected):
-    assert profiles.parse_tegrastats(line) == expected
+    assert power.parse_tegrastats(line) == expected
 
 
 def test_power_sampler_averages_a_tegrastats_stream(tmp_path):
@@ -222,18 +225,18 @@ def test_power_sampler_averages_a_tegrastats_stream(tmp_path):
             print(f"RAM 1/2MB VDD_IN {watts}mW/{watts}mW VDD_SOC 900mW/900mW", flush=True)
             time.sleep(0.005)
         """))
-    with profiles.PowerSampler([sys.executable, str(script)]) as sampler:
+    with power.PowerSampler([sys.executable, str(script)]) as sampler:
         deadline = time.time() + 10
         while len(sampler.samples) < 20 and time.time() < deadline:
             time.sleep(0.01)
     summary = sampler.summary(seconds=2.0, images=100)
-    assert summary["samples"] >= 20 and summary["rail"] == "VDD_IN"
-    assert 4.0 <= summary["mean_w"] <= 6.0
-    assert summary["energy_mj_per_image"] == pytest.approx(summary["mean_w"] * 2.0 / 100 * 1e3)
+    assert summary.samples >= 20 and summary.rail == "VDD_IN"
+    assert 4.0 <= summary.mean_w <= 6.0
+    assert summary.energy_mj_per_image == pytest.approx(summary.mean_w * 2.0 / 100 * 1e3)
 
 
 def test_power_sampler_without_tegrastats_reports_why(tmp_path):
-    with profiles.PowerSampler([str(tmp_path / "no-such-tegrastats")]) as sampler:
+    with power.PowerSampler([str(tmp_path / "no-such-tegrastats")]) as sampler:
         pass
     summary = sampler.summary(1.0, 10)
-    assert summary["mean_w"] is None and "cannot start" in summary["error"]
+    assert summary.mean_w is None and "cannot start" in summary.error

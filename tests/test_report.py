@@ -10,7 +10,8 @@ from PIL import Image
 
 from deploy.cli import main
 from deploy.errors import DeployError
-from deploy.report import Point, fidelity, write_report
+from deploy.report.fidelity import Point, fidelity
+from deploy.report.html import write_report
 
 # GMACs of the real variants (registry figures), so the plots look like the real thing.
 MACS = {"deit_s": 4.6, "hvt_s_0": 4.574, "hvt_s_1": 2.402, "hvt_s_4": 1.394, "hvt_ti_1": 0.642}
@@ -29,7 +30,8 @@ def synthetic_results(latency_per_gmac: dict[str, float], *, accuracy: bool = Fa
                                "std": 0.1, "min": p50 * 0.9, "max": p50 * 1.4},
                 "throughput_ips": 1e3 / p50, "parity": {"passed": True}, "published_top1": 70 + 2 * gmacs,
                 "memory": {"rss_peak_mb": 500.0},
-                "accuracy": {"top1": 0.7 + gmacs / 50, "reference_top1": 0.7 + gmacs / 50} if accuracy else None,
+                "accuracy": {"dataset": "test", "top1": 0.7 + gmacs / 50, "reference_top1": 0.7 + gmacs / 50}
+                if accuracy else None,
             })
     rows.append({"model": "cvt_13", "target": "openvino", "precision": "fp32", "batch": 1, "status": "failed",
                  "error": "simulated <failure>", "latency_ms": None, "macs": 4_500_000_000, "runs": 0})
@@ -81,14 +83,14 @@ def test_fidelity_ratios():
               Point("hvt_s_0", "ort", 1, 4_574_000_000, 10.0, 11.0, None, False),
               Point("hvt_s_4", "trt", 1, 1_394_000_000, 1.0, 1.0, None, False)]
     tables = fidelity(points, "deit_s")
-    rows = {r["model"]: r for r in tables[("ort", 1)]}
-    assert rows["deit_s"]["fidelity"] == pytest.approx(1.0)
+    rows = {r.model: r for r in tables[("ort", 1)]}
+    assert rows["deit_s"].fidelity == pytest.approx(1.0)
     s4 = rows["hvt_s_4"]
-    assert s4["mac_ratio"] == pytest.approx(1.394 / 4.6)
-    assert s4["latency_ratio"] == pytest.approx(0.5)
-    assert s4["fidelity"] == pytest.approx(0.5 / (1.394 / 4.6))
-    assert s4["saving_kept"] == pytest.approx(0.5 / (1 - 1.394 / 4.6))
-    assert rows["hvt_s_0"]["saving_kept"] is None, "MAC ratio ~1: no meaningful share"
+    assert s4.mac_ratio == pytest.approx(1.394 / 4.6)
+    assert s4.latency_ratio == pytest.approx(0.5)
+    assert s4.fidelity == pytest.approx(0.5 / (1.394 / 4.6))
+    assert s4.saving_kept == pytest.approx(0.5 / (1 - 1.394 / 4.6))
+    assert rows["hvt_s_0"].saving_kept is None, "MAC ratio ~1: no meaningful share"
     assert tables[("trt", 1)] == [], "no baseline on that runtime: no ratios"
 
 

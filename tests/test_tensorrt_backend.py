@@ -33,6 +33,7 @@ from runtimes.tensorrt_backend import (
     DeviceInfo,
     DlaSettings,
     GraphTypes,
+    TensorRTOptions,
     build_serialized,
     choose_route,
     dla_settings,
@@ -181,18 +182,19 @@ def test_profile_refusals():
 
 
 def test_dla_settings():
-    assert dla_settings({}, "fp16") is None
-    assert dla_settings({"dla_core": 1}, "fp16") == DlaSettings(1, True)
-    assert dla_settings({"dla_core": 0, "gpu_fallback": False}, "int8") == DlaSettings(0, False)
+    assert dla_settings(TensorRTOptions(), "fp16") is None
+    assert dla_settings(TensorRTOptions(dla_core=1), "fp16") == DlaSettings(1, True)
+    assert dla_settings(TensorRTOptions(dla_core=0, gpu_fallback=False), "int8") == DlaSettings(0, False)
     with pytest.raises(RuntimeAdapterError, match="fp16 or int8 only"):
-        dla_settings({"dla_core": 0}, "fp32")
+        dla_settings(TensorRTOptions(dla_core=0), "fp32")
     with pytest.raises(RuntimeAdapterError, match="DLA core index"):
-        dla_settings({"dla_core": -1}, "fp16")
+        dla_settings(TensorRTOptions.parse({"dla_core": "-1"}), "fp16")
 
 
 def test_plan_tf32_off_for_fp32_only():
     assert not make_plan((10, 13, 0), BuildOptions(precision="fp32"), FP32, [SPEC]).tf32
-    assert make_plan((10, 13, 0), BuildOptions(precision="fp32", extra={"tf32": True}), FP32, [SPEC]).tf32
+    tf32 = BuildOptions(precision="fp32", runtime=TensorRTOptions(tf32=True))
+    assert make_plan((10, 13, 0), tf32, FP32, [SPEC]).tf32
     plan = make_plan((10, 3, 0), BuildOptions(precision="fp16", batch=(1, 4)), FP32, [SPEC])
     assert plan.tf32 and plan.builder_flags() == ["FP16", "OBEY_PRECISION_CONSTRAINTS", "TF32"]
 
@@ -426,7 +428,8 @@ def onnx_file(tmp_path) -> Path:
 
 
 def _plan(version, precision="fp16", graph=FP32, timing=None, **extra) -> BuildPlan:
-    plan = make_plan(version, BuildOptions(precision=precision, batch=(1, 4), extra=extra), graph, [SPEC])
+    plan = make_plan(version, BuildOptions(precision=precision, batch=(1, 4), runtime=TensorRTOptions(**extra)),
+                     graph, [SPEC])
     plan.timing_cache = timing
     return plan
 
@@ -510,7 +513,7 @@ def test_backend_build_writes_engine_sidecar_and_reuses_the_cache(fake_machine, 
     trt, cudart = fake_machine
     backend = get_backend("tensorrt")
     source = ModelSource([SPEC], ["logits"], onnx_path=onnx_file)
-    options = BuildOptions(precision="fp16", batch=(1, 4), extra={"cache_dir": str(tmp_path / "cache")})
+    options = BuildOptions(precision="fp16", batch=(1, 4), runtime=TensorRTOptions(cache_dir=str(tmp_path / "cache")))
     first = backend.build(source, tmp_path / "a", options)
     assert first.files == ("model.engine", "model.engine.json")
     assert first.details["engine_cache"] == "miss" and first.details["route"] == "flags"
@@ -528,7 +531,7 @@ def test_backend_build_writes_engine_sidecar_and_reuses_the_cache(fake_machine, 
 def test_cached_engine_is_not_reused_when_its_bytes_changed(fake_machine, onnx_file, tmp_path):
     backend = get_backend("tensorrt")
     source = ModelSource([SPEC], ["logits"], onnx_path=onnx_file)
-    options = BuildOptions(precision="fp32", extra={"cache_dir": str(tmp_path / "cache")})
+    options = BuildOptions(precision="fp32", runtime=TensorRTOptions(cache_dir=str(tmp_path / "cache")))
     key = backend.build(source, tmp_path / "a", options).details["key"]
     folder = trtb.engine_cache_dir(tmp_path / "cache", key)
     assert lookup_cached_engine(folder, key) is not None
@@ -541,7 +544,7 @@ def test_backend_load_refuses_an_engine_from_another_gpu(fake_machine, onnx_file
     trt, cudart = fake_machine
     backend = get_backend("tensorrt")
     source = ModelSource([SPEC], ["logits"], onnx_path=onnx_file)
-    options = BuildOptions(precision="fp32", extra={"engine_cache": False, "cache_dir": str(tmp_path)})
+    options = BuildOptions(precision="fp32", runtime=TensorRTOptions(engine_cache=False, cache_dir=str(tmp_path)))
     backend.build(source, tmp_path / "a", options)
     runner = backend.load(tmp_path / "a", "model.engine", options)  # same machine: accepted
     assert [s.name for s in runner.input_specs] == ["input"] and runner.output_names == ["logits"]
@@ -612,7 +615,7 @@ def _parity(model, runner, batches=(1, 3)) -> float:
 def test_real_fp32_engine_matches_pytorch(hvt_source, tmp_path):
     model, source = hvt_source
     backend = get_backend("tensorrt")
-    options = BuildOptions(precision="fp32", batch=(1, 4), extra={"cache_dir": str(tmp_path / "cache")})
+    options = BuildOptions(precision="fp32", batch=(1, 4), runtime=TensorRTOptions(cache_dir=str(tmp_path / "cache")))
     result = backend.build(source, tmp_path / "fp32", options)
     with backend.load(tmp_path / "fp32", result.files[0], options) as runner:
         assert _parity(model, runner) < 1e-4
@@ -629,8 +632,8 @@ def test_real_fp16_engine_on_the_flag_route(hvt_source, tmp_path):
         pytest.skip("TensorRT 11 builds fp16 only from an fp16 ONNX graph, which the export stage makes")
     model, source = hvt_source
     backend = get_backend("tensorrt")
-    options = BuildOptions(precision="fp16", batch=(1, 4), extra={"engine_cache": False,
-                                                                  "cache_dir": str(tmp_path / "cache")})
+    options = BuildOptions(precision="fp16", batch=(1, 4),
+                           runtime=TensorRTOptions(engine_cache=False, cache_dir=str(tmp_path / "cache")))
     result = backend.build(source, tmp_path / "fp16", options)
     assert result.details["route"] == "flags" and result.details["fp32_layers"]
     with backend.load(tmp_path / "fp16", result.files[0], options) as runner:

@@ -2,14 +2,14 @@
 
 A rewrite is not a speed-up until it is measured on the target (fusing attention to
 com.microsoft.MultiHeadAttention made ORT CPU slower on one machine and faster on another), so the
-export stage can build each candidate the target profile lists, gate it on parity against PyTorch, and
+export stage can build each candidate the target spec lists, gate it on parity against PyTorch, and
 time them here.
 
 Method, chosen for a small shared machine where other processes steal cycles:
 - every candidate is built and loaded first, then timed in interleaved rounds (candidate order reversed
   every other round), so drift and bursts of contention fall on all of them alike;
 - a candidate's score is the best of its per-round medians: a round hit by contention does not decide;
-- candidates are ordered simplest first (`none`, `default`, then the profile's extras); the winner is the
+- candidates are ordered simplest first (`none`, `default`, then the target's extras); the winner is the
   first whose score is within `tie_margin` of the best. A rewrite has to beat a simpler graph by more
   than the noise to be kept, so `auto` is never slower than the plain export by more than that margin.
 - two candidates whose graphs come out identical are built and timed once.
@@ -38,7 +38,7 @@ from ..errors import DeployError
 from ..passes import run_passes
 from ..timing import LatencyStats, TimingSettings, interleaved_rounds
 from .parity import TOLERANCES, compare
-from .targets import TargetProfile, resolve_passes
+from .targets import TargetSpec, resolve_passes
 
 if TYPE_CHECKING:
     from .request import EngineJob
@@ -75,15 +75,15 @@ class AutotuneSettings:
                 "tie_margin": self.tie_margin}
 
 
-def candidate_sets(profile: TargetProfile) -> list[tuple[str, list[str]]]:
-    """(label, pass list) to try, simplest first: none, default, then the profile's extras.
+def candidate_sets(target: TargetSpec) -> list[tuple[str, list[str]]]:
+    """(label, pass list) to try, simplest first: none, default, then the target's extras.
 
-    Extras are written like `--passes` (`+a,-b` edits the default list), so the profile reads as
+    Extras are written like `--passes` (`+a,-b` edits the default list), so the spec reads as
     "the default, but with ...". Lists that resolve to one already listed are dropped.
     """
     out: list[tuple[str, list[str]]] = []
-    for spec in ("none", "default", *profile.auto_candidates):
-        names = resolve_passes(profile, spec)
+    for spec in ("none", "default", *target.auto_candidates):
+        names = resolve_passes(target, spec)
         if all(names != seen for _, seen in out):
             out.append((spec, names))
     return out

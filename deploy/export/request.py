@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,10 +12,10 @@ import numpy as np
 if TYPE_CHECKING:
     from torch import nn
 
-    from runtimes import Backend, BuildOptions, ModelSource
+    from runtimes import Backend, BuildOptions, ModelSource, RuntimeOptions
 
     from .autotune import AutotuneSettings
-    from .targets import TargetProfile
+    from .targets import TargetSpec
 
 
 @dataclass
@@ -36,7 +36,7 @@ class ExportRequest:
     calib_dir: Path | None = None
     calib_samples: int = 64
     gate: bool = True  # False: keep an engine that fails parity (still recorded as failed)
-    extra: dict[str, Any] = field(default_factory=dict)
+    runtime_options: RuntimeOptions | None = None  # the target adapter's typed settings (`--option KEY=VALUE`)
 
 
 @dataclass
@@ -50,7 +50,7 @@ class ExportResult:
 class EngineJob:
     """Building and checking one engine: the export stage, its parity check and `--passes auto` share it."""
 
-    target: TargetProfile
+    target: TargetSpec
     precision: str
     backend: Backend
     options: BuildOptions

@@ -52,7 +52,7 @@ def export(request: ExportRequest, onnx_cache: OnnxCache | None = None) -> Expor
     with tempfile.TemporaryDirectory(dir=out_root, prefix=".work-") as work, artifacts.staging(final) as stage:
         options = BuildOptions(precision=precision, batch=request.batch, threads=request.threads,
                                device=request.device, calibration=calibration_feeds(request, info, precision),
-                               extra=dict(request.extra))
+                               runtime=request.runtime_options)
         job = EngineJob(spec, precision, backend, options, source, torch_reference(model), request.seed)
         if backend.source_kind == "onnx":
             key = GraphKey(info.name, request.weights, request.use_ema, request.seed, request.opset or spec.opset or 0)

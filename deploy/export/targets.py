@@ -1,6 +1,6 @@
-"""Per-target export profiles, in one readable place: opset, default passes, precisions.
+"""Per-target export specs, in one readable place: opset, default passes, precisions.
 
-A profile says what graph a runtime wants. Passes here are defaults; `--passes` overrides them
+A target spec says what graph a runtime wants. Passes here are defaults; `--passes` overrides them
 (`none`, `default`, `auto`, a list `a,b`, or edits `+a,-b`). `python -m deploy passes` describes each.
 
 Why each default list (measured on this 2-core Zen 5 machine at batch 1; scripts/bench_passes.py reruns it):
@@ -35,7 +35,7 @@ _ONNX_DEFAULT = ("pool1d-to-2d", *_NORMALIZATION, "attention-canonical")
 
 
 @dataclass(frozen=True)
-class TargetProfile:
+class TargetSpec:
     name: str
     opset: int | None  # None: the target converts from PyTorch, not ONNX
     default_passes: tuple[str, ...]
@@ -55,11 +55,11 @@ class TargetProfile:
         return runtimes.get_backend(self.name).precisions
 
 
-TARGETS: dict[str, TargetProfile] = {
-    profile.name: profile
-    for profile in (
-        TargetProfile("torch", None, (), notes="PyTorch reference, saved as a torch.export program"),
-        TargetProfile(
+TARGETS: dict[str, TargetSpec] = {
+    target.name: target
+    for target in (
+        TargetSpec("torch", None, (), notes="PyTorch reference, saved as a torch.export program"),
+        TargetSpec(
             "onnxruntime", 20, (*_ONNX_DEFAULT, "attention-ort-packed"),
             notes="CPU execution provider; opset 20 keeps Gelu and LayerNormalization as single ops; fp16 is an "
                   "fp16 graph with fp32 islands (correct, not faster, on CPUs without fp16 arithmetic)",
@@ -71,7 +71,7 @@ TARGETS: dict[str, TargetProfile] = {
                 "-attention-ort-packed,+attention-split-qkv,+attention-ort-mha",
             ),
         ),
-        TargetProfile(
+        TargetSpec(
             "openvino", 20, _ONNX_DEFAULT,
             notes="CPU plugin; fp32 pins INFERENCE_PRECISION_HINT=f32; fp16 compresses weights in the IR "
                   "(OpenVINO's own conversion), so the ONNX graph stays fp32",
@@ -80,7 +80,7 @@ TARGETS: dict[str, TargetProfile] = {
                 "+attention-onnx",
             ),
         ),
-        TargetProfile(
+        TargetSpec(
             "tensorrt", 20, _ONNX_DEFAULT, default_precision="fp16",
             notes="parser unsqueezes 1-D pooling itself; 2-D is explicit; fp16 is an fp16 graph with fp32 "
                   "LayerNorm/Softmax/reduction islands for the strongly typed network",
@@ -90,13 +90,13 @@ TARGETS: dict[str, TargetProfile] = {
                 "+attention-onnx",  # IAttention, TensorRT >= 10.14
             ),
         ),
-        TargetProfile("coreml", None, (), default_precision="fp16",
+        TargetSpec("coreml", None, (), default_precision="fp16",
                       notes="converted from torch.export; prediction only on macOS"),
     )
 }
 
 
-def get_target(name: str) -> TargetProfile:
+def get_target(name: str) -> TargetSpec:
     if name not in TARGETS:
         import difflib
 
@@ -106,20 +106,20 @@ def get_target(name: str) -> TargetProfile:
     return TARGETS[name]
 
 
-def resolve_passes(profile: TargetProfile, spec: str | None) -> list[str]:
+def resolve_passes(target: TargetSpec, spec: str | None) -> list[str]:
     """`default`/None, `none`, or a comma list: `a,b` replaces, `+a,-b` edits the default list.
 
-    `auto` is not a list: the export stage measures `autotune.candidate_sets(profile)` and keeps one.
+    `auto` is not a list: the export stage measures `autotune.candidate_sets(target)` and keeps one.
     """
     if spec in (None, "", "default"):
-        return list(profile.default_passes)
+        return list(target.default_passes)
     if spec == "none":
         return []
     if spec == "auto":
         raise DeployError("--passes auto is resolved by measuring candidates (deploy.autotune), not here")
     items = [item.strip() for item in spec.split(",") if item.strip()]
     if all(item[0] in "+-" for item in items):
-        passes = list(profile.default_passes)
+        passes = list(target.default_passes)
         for item in items:
             name = item[1:]
             if item[0] == "+" and name not in passes:

@@ -1,33 +1,34 @@
-"""What runtimes this machine has, their versions and devices, and why a missing one is missing."""
+"""What runtimes this machine has, their versions and devices, and why a missing one is missing (`deploy doctor`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import runtimes
+from . import Availability, Backend, get_backend, target_names
 
 
 def runtime_report() -> list[dict[str, Any]]:
     rows = []
-    for name in runtimes.target_names():
+    for name in target_names():
         backend, status = probe(name)
-        extra = getattr(backend, "extra", None)
+        extra = getattr(backend, "pip_extra", None)
         rows.append({
             "runtime": name, "installed": status.available, "version": status.version,
             "devices": list(status.devices), "can_build": status.can_build, "can_run": status.can_run,
             "precisions": list(getattr(backend, "precisions", ())), "reason": status.reason,
             "install": f"pip install -e .[{extra}]" if extra else "(default install)",
+            "options": backend.options_type().to_json() if backend else {},
         })
     return rows
 
 
-def probe(name: str) -> tuple[runtimes.Backend | None, runtimes.Availability]:
+def probe(name: str) -> tuple[Backend | None, Availability]:
     """A backend and its availability; a broken install must not take the caller down with it."""
     try:
-        backend = runtimes.get_backend(name)
+        backend = get_backend(name)
         return backend, backend.availability()
     except Exception as exc:
-        return None, runtimes.Availability(False, None, f"probing failed: {type(exc).__name__}: {exc}")
+        return None, Availability(False, None, f"probing failed: {type(exc).__name__}: {exc}")
 
 
 def format_report(rows: list[dict[str, Any]]) -> str:
@@ -42,6 +43,9 @@ def format_report(rows: list[dict[str, Any]]) -> str:
             lines.append(f"{'':<12} devices: {', '.join(row['devices'])}")
         if row["reason"]:
             lines.append(f"{'':<12} why: {row['reason']}")
+        if row["options"]:
+            defaults = ", ".join(f"{k}={v}" for k, v in row["options"].items())
+            lines.append(f"{'':<12} --option (defaults): {defaults}")
         if not row["installed"]:
             lines.append(f"{'':<12} install: {row['install']}")
     return "\n".join(lines)

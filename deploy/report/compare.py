@@ -9,11 +9,12 @@ is a fact about the machine, not about the code.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from .errors import DeployError
-from .results import cell_key, load_results
+from ..bench.results import CellKey, ResultRow, ResultsDocument, load_results
+from ..errors import DeployError
 
 
 def parse_threshold(text: str) -> float:
@@ -25,55 +26,59 @@ def parse_threshold(text: str) -> float:
     return value / 100 if match.group(2) or value >= 1 else value
 
 
-def compare_reports(old: dict[str, Any], new: dict[str, Any], threshold: float,
-                    metric: str = "p50") -> tuple[list[dict[str, Any]], bool]:
+@dataclass(frozen=True)
+class Comparison:
+    """One cell on either side: its latency then and now, and the verdict."""
+
+    key: CellKey
+    old: float | None
+    new: float | None
+    change: float | None
+    verdict: str
+    regression: bool = False
+
+
+def compare_reports(old: ResultsDocument, new: ResultsDocument, threshold: float,
+                    metric: str = "p50") -> tuple[list[Comparison], bool]:
     """One entry per cell on either side, with its verdict; and whether any is a regression."""
-    old_rows = {cell_key(r): r for r in old["results"]}
-    new_rows = {cell_key(r): r for r in new["results"]}
-    entries = []
-    for key in [*old_rows, *(k for k in new_rows if k not in old_rows)]:
-        entries.append(_entry(key, old_rows.get(key), new_rows.get(key), threshold, metric))
-    return entries, any(e["regression"] for e in entries)
+    old_rows = {r.key: r for r in old.results}
+    new_rows = {r.key: r for r in new.results}
+    entries = [_entry(key, old_rows.get(key), new_rows.get(key), threshold, metric)
+               for key in [*old_rows, *(k for k in new_rows if k not in old_rows)]]
+    return entries, any(e.regression for e in entries)
 
 
-def _entry(key, old: dict | None, new: dict | None, threshold: float, metric: str) -> dict[str, Any]:
-    entry = {"key": key, "old": _latency(old, metric), "new": _latency(new, metric), "change": None,
-             "regression": False}
+def _entry(key: CellKey, old: ResultRow | None, new: ResultRow | None, threshold: float, metric: str) -> Comparison:
+    before, after = _latency(old, metric), _latency(new, metric)
     if old is None or new is None:
-        return {**entry, "verdict": "only in NEW" if old is None else "only in OLD"}
-    if old["status"] == "ok" and new["status"] == "failed":
-        return {**entry, "verdict": f"now failed: {new.get('error') or ''}"[:100], "regression": True}
-    if entry["old"] is None or entry["new"] is None:
-        return {**entry, "verdict": f"{old['status']} -> {new['status']}"}
-    change = entry["new"] / entry["old"] - 1
-    if change > threshold:
-        verdict = "SLOWER"
-    elif change < -threshold:
-        verdict = "faster"
-    else:
-        verdict = "same"
-    return {**entry, "change": change, "verdict": verdict, "regression": verdict == "SLOWER"}
+        return Comparison(key, before, after, None, "only in NEW" if old is None else "only in OLD")
+    if old.status == "ok" and new.status == "failed":
+        return Comparison(key, before, after, None, f"now failed: {new.error or ''}"[:100], regression=True)
+    if before is None or after is None:
+        return Comparison(key, before, after, None, f"{old.status} -> {new.status}")
+    change = after / before - 1
+    verdict = "SLOWER" if change > threshold else "faster" if change < -threshold else "same"
+    return Comparison(key, before, after, change, verdict, regression=verdict == "SLOWER")
 
 
-def _latency(row: dict | None, metric: str) -> float | None:
-    if not row or row.get("status") != "ok":
+def _latency(row: ResultRow | None, metric: str) -> float | None:
+    if not row or row.status != "ok" or row.latency_ms is None:
         return None
-    return (row.get("latency_ms") or {}).get(metric)
+    return row.latency_ms.get(metric)
 
 
-def format_comparison(entries: list[dict[str, Any]], threshold: float, metric: str,
-                      notes: list[str] = ()) -> str:
+def format_comparison(entries: list[Comparison], threshold: float, metric: str, notes: Sequence[str] = ()) -> str:
     lines = [f"{'model':<18} {'target':<12} {'prec':<5} {'batch':>5} {'old ' + metric:>10} "
              f"{'new ' + metric:>10} {'change':>8}  verdict"]
     for e in entries:
-        model, target, precision, batch = e["key"]
-        old = f"{e['old']:.2f}" if e["old"] is not None else "-"
-        new = f"{e['new']:.2f}" if e["new"] is not None else "-"
-        change = f"{100 * e['change']:+.1f}%" if e["change"] is not None else "-"
+        model, target, precision, batch = e.key
+        old = f"{e.old:.2f}" if e.old is not None else "-"
+        new = f"{e.new:.2f}" if e.new is not None else "-"
+        change = f"{100 * e.change:+.1f}%" if e.change is not None else "-"
         lines.append(f"{model:<18} {target:<12} {precision:<5} {batch:>5} {old:>10} {new:>10} {change:>8}  "
-                     f"{e['verdict']}")
-    regressions = sum(e["regression"] for e in entries)
-    compared = sum(e["change"] is not None for e in entries)
+                     f"{e.verdict}")
+    regressions = sum(e.regression for e in entries)
+    compared = sum(e.change is not None for e in entries)
     lines += [*(f"note: {n}" for n in notes), "",
               f"{compared} cell(s) compared on {metric} latency, threshold {100 * threshold:g}%: "
               + (f"{regressions} regression(s): FAIL" if regressions else "no regression: OK")]
@@ -89,10 +94,10 @@ def compare_files(old_path: Path, new_path: Path, threshold: float, metric: str 
     return format_comparison(entries, threshold, metric, _environment_notes(old, new)), regressed
 
 
-def _environment_notes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def _environment_notes(old: ResultsDocument, new: ResultsDocument) -> list[str]:
     # Different hardware or runtime versions explain a change as well as the code does: say so.
     notes = []
-    old_env, new_env = old.get("environment") or {}, new.get("environment") or {}
+    old_env, new_env = old.environment, new.environment
     for key in sorted(set(old_env) | set(new_env)):
         watched = key in ("processor", "cpu_count", "threads", "torch") or key.startswith("runtime:")
         if watched and old_env.get(key) != new_env.get(key):

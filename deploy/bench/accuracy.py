@@ -1,0 +1,57 @@
+"""Accuracy per engine on a labelled set, next to PyTorch fp32's logits, computed once per model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from runtimes import Runner
+
+from ..data import datasets
+from ..errors import DeployError
+from ..export import accuracy
+from .results import AccuracyRecord
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from models.registry import ModelInfo
+
+
+class References:
+    """The labelled set and PyTorch's logits on it, per model, shared by all of that model's engines."""
+
+    def __init__(self, dataset: str, limit: int | None):
+        self.dataset, self.limit = dataset, limit
+        self._cache: dict[str, tuple[datasets.LabeledSet, np.ndarray]] = {}
+
+    def get(self, info: ModelInfo, model: nn.Module) -> tuple[datasets.LabeledSet, np.ndarray]:
+        if info.name not in self._cache:
+            labelled = datasets.load_dataset(self.dataset, info, self.limit)
+            self._cache[info.name] = (labelled, accuracy.torch_logits(model, labelled.images))
+        return self._cache[info.name]
+
+
+def engine_accuracy(runner: Runner, info: ModelInfo, model: nn.Module, batch: int,
+                    references: References) -> AccuracyRecord:
+    """The engine's top-1/top-5 on the set at `batch`, PyTorch's, and their agreement."""
+    labelled, reference = references.get(info, model)
+    input_name = runner.input_specs[0].name if runner.input_specs else "input"
+    output = runner.output_names[0] if runner.output_names else "logits"
+    logits = accuracy.predict(lambda x: runner.infer({input_name: x})[output], labelled.images, batch)
+    return AccuracyRecord(**accuracy.accuracy_record(logits, reference, labelled), batch=batch)
+
+
+def check_dataset(spec: str, info: ModelInfo) -> None:
+    """Refuse a dataset that cannot serve a model before any export, not once per cell."""
+    classes = int(info.config.get("num_classes", 1000))
+    if spec not in datasets.SHIPPED:
+        found = len(datasets.class_folders(Path(spec))[0])
+        if found > classes:
+            raise DeployError(f"--dataset {spec} has {found} classes; {info.name} predicts {classes}")
+        return
+    if classes != 10:
+        raise DeployError(f"--dataset {spec} holds 10 digit classes; {info.name} predicts {classes} "
+                          "(use it with hvt_digits, or pass an image folder)")

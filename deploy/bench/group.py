@@ -1,0 +1,166 @@
+"""One group on this machine: export the engine (gated on parity), then time it at each batch.
+
+Takes a `Group` and the run's shared `GroupContext`; hands on one `ResultRow` per batch and never raises
+for a problem of the cell itself (a missing runtime, a failed export or parity, a runtime error), so
+the matrix goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import models
+import runtimes
+from runtimes import Runner
+from runtimes.base import first_line
+
+from ..errors import DeployError
+from ..export.onnx_cache import OnnxCache
+from ..export.request import ExportRequest, ExportResult
+from ..export.stage import export, load_artifact
+from ..timing import LatencyStats, input_feeds, timed_runs, warm_up
+from .accuracy import References, engine_accuracy
+from .memory import MemoryWatch
+from .plan import Group
+from .results import AccuracyRecord, ParitySummary, PassCount, ResultRow, Status
+from .settings import BenchSettings
+
+if TYPE_CHECKING:
+    from models.registry import ModelInfo
+
+    from .power import PowerSampler
+
+
+@dataclass(frozen=True)
+class GroupContext:
+    """What every group of one run shares."""
+
+    settings: BenchSettings
+    out: Path
+    onnx_cache: OnnxCache
+    references: References | None = None
+
+
+def run_group(group: Group, context: GroupContext) -> list[ResultRow]:
+    """Export one engine, then time it at each batch: one result row per batch, never an exception."""
+    info = models.get_model_info(group.model)
+    rows = [planned_row(info, group, batch, context.settings.weights) for batch in group.batches]
+    try:
+        status = runtimes.get_backend(group.target).availability()
+        if not status.available:
+            return _marked(rows, "unavailable", status.reason)
+        exported = export(_export_request(group, context), onnx_cache=context.onnx_cache)
+        parity = exported.manifest["parity"]
+        onnx_passes = exported.manifest.get("onnx", {}).get("passes", [])
+        rows = [replace(row, parity=ParitySummary.of(parity), passes=[PassCount(**p) for p in onnx_passes])
+                for row in rows]
+        if not status.can_run:
+            return _marked(rows, "unavailable", parity["skipped"])
+        return _run_engine(exported, info, rows, context)
+    except (DeployError, models.ModelError, runtimes.RuntimeAdapterError) as exc:
+        return _marked(rows, "failed", str(exc))
+    except Exception as exc:  # a runtime's own exception type mid-run: record it, the matrix goes on
+        return _marked(rows, "failed", f"{type(exc).__name__}: {first_line(exc)}")
+
+
+def _export_request(group: Group, context: GroupContext) -> ExportRequest:
+    settings = context.settings
+    return ExportRequest(group.model, group.target, group.precision, weights=settings.weights, out=context.out,
+                         passes=settings.passes, batch=tuple(sorted({1, *group.batches})), threads=settings.threads,
+                         seed=settings.seed)
+
+
+def _marked(rows: list[ResultRow], status: Status, error: str) -> list[ResultRow]:
+    return [replace(row, status=status, error=error) for row in rows]
+
+
+@functools.cache
+def _param_count(name: str) -> int:
+    from models.complexity import count_params, meta_model
+
+    return count_params(meta_model(name))
+
+
+def _weights_label(info: ModelInfo, weights: str | None) -> str:
+    if weights:
+        return weights
+    path = models.default_weights_path(info)
+    return f"shipped:{path.relative_to(Path(models.__file__).parent)}" if path else "random-init"
+
+
+def planned_row(info: ModelInfo, group: Group, batch: int, weights: str | None) -> ResultRow:
+    """A cell's row before anything ran: what it is, and the model's counts."""
+    return ResultRow(model=info.name, family=info.family, target=group.target, precision=group.precision,
+                     batch=batch, status="ok", params=_param_count(info.name), macs=round(info.macs_g * 1e9),
+                     published_top1=info.published_top1, weights=_weights_label(info, weights))
+
+
+def _run_engine(exported: ExportResult, info: ModelInfo, rows: list[ResultRow],
+                context: GroupContext) -> list[ResultRow]:
+    settings = context.settings
+    watch = MemoryWatch()
+    runner, _ = load_artifact(exported.artifact_dir, threads=settings.threads)
+    timed = []
+    with runner:
+        for row in rows:  # ascending batch: the running peak is this batch's peak
+            try:
+                timed.append(replace(_time_batch(runner, info, row, settings), memory=watch.snapshot()))
+            except (DeployError, runtimes.RuntimeAdapterError) as exc:
+                timed.append(replace(row, status="failed", error=str(exc)))
+            except Exception as exc:  # e.g. a batch the engine's profile cannot take: the other batches go on
+                timed.append(replace(row, status="failed", error=f"{type(exc).__name__}: {first_line(exc)}"))
+        if settings.dataset and context.references is not None:
+            record = _accuracy(runner, info, exported, max(r.batch for r in rows), context)
+            timed = [replace(row, accuracy=record) for row in timed]
+    return timed
+
+
+def _accuracy(runner: Runner, info: ModelInfo, exported: ExportResult, batch: int,
+              context: GroupContext) -> AccuracyRecord:
+    assert context.references is not None and context.settings.dataset is not None
+    try:
+        return engine_accuracy(runner, info, exported.model, batch, context.references)
+    except Exception as exc:  # the timings stand even if the accuracy pass fails
+        return AccuracyRecord(dataset=context.settings.dataset, error=f"{type(exc).__name__}: {first_line(exc)}")
+
+
+def _time_batch(runner: Runner, info: ModelInfo, row: ResultRow, settings: BenchSettings) -> ResultRow:
+    timing = settings.timing
+    input_name = runner.input_specs[0].name if runner.input_specs else "input"
+    feeds = input_feeds(input_name, info.input_size, row.batch, timing)
+    load_before = _load_average()
+    warmup_runs = warm_up(runner, feeds, timing)
+    with _power(settings) as sampler:
+        start = time.perf_counter()
+        samples = timed_runs(runner, feeds, timing)
+        timed_s = time.perf_counter() - start
+    stats = LatencyStats.of(samples)
+    return replace(row, latency_ms=stats, throughput_ips=row.batch * 1e3 / stats.mean, runs=len(samples),
+                   warmup_runs=warmup_runs, timed_s=timed_s, load_average=[load_before, _load_average()],
+                   power=sampler.summary(timed_s, len(samples) * row.batch) if sampler else None)
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average: other processes competing for the cores show up here, not in the latencies' spread."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+@contextlib.contextmanager
+def _power(settings: BenchSettings) -> Iterator[PowerSampler | None]:
+    if not settings.power:
+        yield None
+        return
+    from .power import PowerSampler
+
+    with PowerSampler() as sampler:
+        yield sampler

@@ -1,0 +1,63 @@
+"""The benchmark matrix: every (model, target, precision, batch) cell in run order, grouped per engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..export.targets import get_target
+from .results import CellKey
+from .settings import BenchSettings
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """What to benchmark: the matrix (models x targets x precisions x batches), how, and where artifacts go."""
+
+    models: Sequence[str]
+    targets: Sequence[str]
+    batches: Sequence[int]
+    settings: BenchSettings
+    out: Path
+    precision: str | None = None  # one precision for every target; else `precisions`, else each target's default
+    precisions: Mapping[str, tuple[str, ...]] | None = None
+    device: Mapping[str, Any] | None = None  # the device record (profile, detection, settings read)
+
+
+@dataclass(frozen=True)
+class Group:
+    """One engine, timed at each of its batches: the unit the harness exports, loads and dispatches."""
+
+    model: str
+    target: str
+    precision: str
+    batches: tuple[int, ...]
+
+    def keys(self) -> list[CellKey]:
+        return [CellKey(self.model, self.target, self.precision, b) for b in self.batches]
+
+
+def plan_matrix(names: Sequence[str], targets: Sequence[str], batches: Sequence[int], precision: str | None,
+                precisions: Mapping[str, tuple[str, ...]] | None = None) -> list[CellKey]:
+    """Every cell in run order; `precision` overrides the per-target list, which defaults to each target's default."""
+    cells = []
+    for name in names:
+        for target in targets:
+            spec = get_target(target)
+            chosen = (precision,) if precision else (precisions or {}).get(target) or (spec.default_precision,)
+            for prec in chosen:
+                for batch in sorted(set(batches)):
+                    cells.append(CellKey(name, target, prec, batch))
+    return cells
+
+
+def pending_groups(plan: Iterable[CellKey], done: Iterable[CellKey]) -> list[Group]:
+    """The groups of the cells not done yet, in plan order (model-major, so one model's graphs are held at a time)."""
+    finished = set(done)
+    batches: dict[tuple[str, str, str], list[int]] = {}
+    for key in plan:
+        if key not in finished:
+            batches.setdefault((key.model, key.target, key.precision), []).append(key.batch)
+    return [Group(model, target, precision, tuple(b)) for (model, target, precision), b in batches.items()]

@@ -1,0 +1,217 @@
+"""The results file: one typed row per (model, target, precision, batch), the schema version in one place.
+
+`results.json` is read and written only through `ResultsDocument`: `load_results` validates a file
+against these types (a missing key, a wrong type or an unknown schema version is one clear error), and
+`ResultsFile` rewrites it atomically after every finished cell. `results_json_schema()` is the JSON
+Schema other tools can consume; `deploy/bench/results.schema.json` is it, generated from these types
+(`python scripts/results_schema.py` rewrites it; a test keeps the two equal).
+
+Fields that a cell may not have (`passes` before an export, `load_average` before timing, the parity
+figures of an engine that could not run here) are left out of the JSON rather than written as null.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from ..errors import DeployError
+from ..fileio import write_json_atomic, write_text_atomic
+from ..timing import LatencyStats
+from .settings import BenchSettings
+
+SCHEMA_VERSION = 2
+Status = Literal["ok", "failed", "unavailable"]
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
+OMITTED_IF_NONE = Field(default=None, exclude_if=_absent)  # a field the JSON leaves out when it has no value
+
+
+class CellKey(NamedTuple):
+    model: str
+    target: str
+    precision: str
+    batch: int
+
+
+@dataclass
+class PassCount:
+    name: str
+    changed: int
+
+
+@dataclass
+class ParitySummary:
+    """The parity gate's worst figures for the engine (all batches), or why it was skipped."""
+
+    passed: bool | None = None
+    max_abs: Annotated[float | None, OMITTED_IF_NONE] = None
+    max_abs_rel: Annotated[float | None, OMITTED_IF_NONE] = None
+    cosine: Annotated[float | None, OMITTED_IF_NONE] = None
+    top1_agreement: Annotated[float | None, OMITTED_IF_NONE] = None
+    skipped: Annotated[str | None, OMITTED_IF_NONE] = None
+
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> ParitySummary:
+        """From the manifest's parity record."""
+        return cls(**{key: record[key] for key in ("passed", "max_abs", "max_abs_rel", "cosine", "top1_agreement",
+                                                   "skipped") if key in record})
+
+
+@dataclass
+class AccuracyRecord:
+    """Top-1/top-5 on labelled images next to PyTorch fp32's, or why the accuracy pass failed."""
+
+    dataset: str
+    source: Annotated[str | None, OMITTED_IF_NONE] = None
+    images: Annotated[int | None, OMITTED_IF_NONE] = None
+    top1: Annotated[float | None, OMITTED_IF_NONE] = None
+    top5: Annotated[float | None, OMITTED_IF_NONE] = None
+    reference_top1: Annotated[float | None, OMITTED_IF_NONE] = None
+    reference_top5: Annotated[float | None, OMITTED_IF_NONE] = None
+    agreement: Annotated[float | None, OMITTED_IF_NONE] = None
+    batch: Annotated[int | None, OMITTED_IF_NONE] = None
+    error: Annotated[str | None, OMITTED_IF_NONE] = None
+
+
+@dataclass
+class MemoryRecord:
+    rss_peak_mb: float | None = None
+    rss_at_load_mb: float | None = None
+    method: str | None = None
+    rss_growth_mb: float | None = None
+    gpu_used_mb: Annotated[float | None, OMITTED_IF_NONE] = None
+
+
+@dataclass
+class PowerRecord:
+    mean_w: float | None = None
+    samples: int = 0
+    rail: Annotated[str | None, OMITTED_IF_NONE] = None
+    energy_mj_per_image: Annotated[float | None, OMITTED_IF_NONE] = None
+    error: Annotated[str | None, OMITTED_IF_NONE] = None
+
+
+@dataclass
+class ResultRow:
+    """One cell. `model`, `target`, `precision`, `batch` and `status` identify it and are always present."""
+
+    model: str
+    target: str
+    precision: str
+    batch: int
+    status: Status
+    family: str | None = None
+    error: str | None = None
+    latency_ms: LatencyStats | None = None
+    throughput_ips: float | None = None
+    parity: ParitySummary | None = None
+    accuracy: AccuracyRecord | None = None
+    memory: MemoryRecord | None = None
+    power: PowerRecord | None = None
+    params: int | None = None
+    macs: int | None = None
+    published_top1: float | None = None
+    runs: int = 0
+    warmup_runs: int = 0
+    timed_s: float | None = None
+    weights: str | None = None
+    passes: Annotated[list[PassCount] | None, OMITTED_IF_NONE] = None
+    load_average: Annotated[list[float | None] | None, OMITTED_IF_NONE] = None
+
+    @property
+    def key(self) -> CellKey:
+        return CellKey(self.model, self.target, self.precision, self.batch)
+
+
+@dataclass
+class ResultsDocument:
+    """A whole results file: when and where it ran, with which settings, and its rows in plan order."""
+
+    schema: int = SCHEMA_VERSION
+    created: str | None = None
+    updated: Annotated[str | None, OMITTED_IF_NONE] = None
+    complete: bool = False
+    resumed: Annotated[list[str] | None, OMITTED_IF_NONE] = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    settings: BenchSettings = field(default_factory=BenchSettings)
+    results: list[ResultRow] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return _DOCUMENT.dump_python(self, mode="python")
+
+
+_DOCUMENT = TypeAdapter(ResultsDocument)
+_ROW = TypeAdapter(ResultRow)
+
+
+def row_to_json(row: ResultRow) -> dict[str, Any]:
+    return _ROW.dump_python(row, mode="python")
+
+
+def results_json_schema() -> dict[str, Any]:
+    schema = _DOCUMENT.json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"vit-deploy/results/{SCHEMA_VERSION}",
+            **schema}
+
+
+def parse_results(data: Any, source: str) -> ResultsDocument:
+    """Validate a results file's parsed JSON; every problem is one DeployError naming where it is."""
+    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+        raise DeployError(f"{source} is not a results JSON (no 'results' list)")
+    version = data.get("schema")
+    if version != SCHEMA_VERSION:
+        raise DeployError(f"{source} has results schema {version!r}; this version of vit-deploy reads schema "
+                          f"{SCHEMA_VERSION} (re-run the benchmark to write one)")
+    try:
+        return _DOCUMENT.validate_python(data)
+    except ValidationError as exc:
+        raise DeployError(f"{source} is not a valid results file: {_first_problem(exc, data)}") from None
+
+
+def _first_problem(exc: ValidationError, data: dict[str, Any]) -> str:
+    error = exc.errors()[0]
+    location = list(error["loc"])
+    where = ".".join(str(part) for part in location)
+    if location[:1] == ["results"] and len(location) > 1 and isinstance(location[1], int):
+        row = data["results"][location[1]]
+        cell = "/".join(str(row.get(k, "?")) for k in CellKey._fields) if isinstance(row, dict) else "?"
+        where = f"row {location[1]} ({cell}), field {'.'.join(str(p) for p in location[2:]) or '(row)'}"
+    what = "missing" if error["type"] == "missing" else error["msg"].lower()
+    return f"{where}: {what}"
+
+
+def load_results(path: Path) -> ResultsDocument:
+    """A results JSON, with a one-line error for a missing, corrupt, foreign or invalid file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DeployError(f"cannot read results {path}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DeployError(f"{path} is not a results JSON (corrupt: {exc})") from None
+    return parse_results(data, str(path))
+
+
+class ResultsFile:
+    """The results JSON (and any side formats), rewritten atomically after every finished cell."""
+
+    def __init__(self, path: Path | None, side_formats: dict[Path, Callable[[list[ResultRow]], str]] | None = None):
+        self.path = path
+        self.side_formats = dict(side_formats or {})  # the CSV and markdown views written beside the JSON
+
+    def write(self, document: ResultsDocument, now: str) -> None:
+        document.updated = now
+        if self.path:
+            write_json_atomic(self.path, document.to_json())
+        for path, render in self.side_formats.items():
+            write_text_atomic(path, render(document.results))

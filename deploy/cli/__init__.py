@@ -1,0 +1,49 @@
+"""`python -m deploy list | export | bench | report | compare | doctor | passes | inspect`.
+
+Every user-fixable problem ends as one `error:` line and a non-zero exit; `--debug` (or DEPLOY_DEBUG=1)
+shows tracebacks. `parser` holds the arguments, `commands` and `bench_commands` what each command does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .bench_commands import cmd_bench, cmd_compare, cmd_report
+from .commands import cmd_doctor, cmd_export, cmd_inspect, cmd_list, cmd_passes
+from .parser import build_parser
+
+EXIT_USER_ERROR = 2
+EXIT_FAILED = 1
+
+COMMANDS = {"list": cmd_list, "export": cmd_export, "bench": cmd_bench, "report": cmd_report,
+            "compare": cmd_compare, "doctor": cmd_doctor, "passes": cmd_passes, "inspect": cmd_inspect}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("DEPLOY_DEBUG") == "1"
+    from deploy.errors import DeployError, ParityError
+    from models import ModelError
+    from runtimes import RuntimeAdapterError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (DeployError, ModelError, RuntimeAdapterError) as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED if isinstance(exc, ParityError) else EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`... | head`): not an error. Point stdout at devnull so the exit flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"error: internal error ({type(exc).__name__}: {exc}); re-run with --debug for the traceback",
+              file=sys.stderr)
+        return EXIT_FAILED

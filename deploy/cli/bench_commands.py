@@ -1,0 +1,122 @@
+"""The commands that measure and read measurements: bench, report, compare."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from deploy.bench import BenchSettings
+    from deploy.bench.detect import Detection
+    from deploy.bench.device_profiles import DeviceProfile
+
+T = TypeVar("T")
+
+EXIT_FAILED = 1
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from deploy.bench import BenchRequest, ResultsFile, run_bench
+    from deploy.bench.formats import format_table, to_csv, to_markdown
+    from deploy.bench.progress import LinePrinter, RichProgress
+    from deploy.bench.run import Resume
+    from deploy.errors import DeployError
+    from deploy.fileio import ensure_writable
+
+    profile, detection = _bench_profile(args)
+    names = args.models or list(profile.models if profile else [])
+    if not names:
+        raise DeployError("bench needs MODEL names, or a --device profile that names its models")
+    if args.weights and len(names) != 1:
+        raise DeployError("--weights applies to one model; bench one model at a time with its checkpoint")
+    if args.retry_failed and not args.resume:
+        raise DeployError("--retry-failed goes with --resume")
+    if args.resume and not args.json:
+        raise DeployError("--resume continues a results file: name it with --json")
+    settings = _bench_settings(args, profile)
+    device = _bench_device_record(profile, detection, settings)
+    json_path = Path(args.json) if args.json else Path(args.out) / f"bench-{device['profile'] or 'run'}-{_stamp()}.json"
+    side = {Path(path): render for path, render in ((args.csv, to_csv), (args.md, to_markdown)) if path}
+    outputs = [json_path, *side]
+    for path in outputs:
+        ensure_writable(path.resolve().parent)
+    request = BenchRequest(
+        models=names, targets=args.target or (list(profile.targets) if profile else ["torch", "onnxruntime"]),
+        batches=args.batch or (list(profile.batches) if profile else [1]), settings=settings, out=Path(args.out),
+        precision=args.precision, precisions=profile.precisions if profile and not args.target else None,
+        device=device)
+    try:
+        document = run_bench(request, ResultsFile(json_path, side),
+                             resume=Resume(retry_failed=args.retry_failed) if args.resume else None,
+                             progress=RichProgress() if args.progress else LinePrinter())
+    except KeyboardInterrupt:
+        print(f"finished cells are saved in {json_path}; continue with --resume --json {json_path}", file=sys.stderr)
+        raise
+    print(format_table(document.results))
+    print("\nresults: " + ", ".join(str(p) for p in outputs))
+    return EXIT_FAILED if any(r.status == "failed" for r in document.results) else 0
+
+
+def _bench_profile(args: argparse.Namespace) -> tuple[DeviceProfile | None, Detection]:
+    from deploy.bench import detect, device_profiles
+
+    detection = detect.detect()
+    if not args.device:
+        return None, detection
+    return device_profiles.resolve_device(args.device, detection, [Path(p) for p in args.profiles or []]), detection
+
+
+def _bench_settings(args: argparse.Namespace, profile: DeviceProfile | None) -> BenchSettings:
+    from deploy.bench import BenchSettings
+    from deploy.bench.power import PowerSampler
+    from deploy.timing import TimingSettings
+
+    timing = profile.timing if profile else TimingSettings(warmup_s=1.0, runs=50)
+
+    def pick(given: T | None, default: T) -> T:
+        return default if given is None else given
+
+    return BenchSettings(
+        warmup_s=pick(args.warmup, timing.warmup_s), runs=pick(args.runs, timing.runs),
+        duration_s=pick(args.duration, timing.duration_s), min_runs=timing.min_runs,
+        buffers=pick(args.buffers, timing.buffers), threads=pick(args.threads, profile.threads if profile else None),
+        seed=args.seed, dataset=args.dataset, dataset_limit=args.limit,
+        power=bool(profile and "power" in profile.record and PowerSampler.available()),
+        passes=args.passes, weights=args.weights, device=profile.name if profile else None,
+    )
+
+
+def _bench_device_record(profile: DeviceProfile | None, detection: Detection,
+                         settings: BenchSettings) -> dict[str, Any]:
+    from deploy.bench.detect import device_settings
+
+    device = device_settings(profile, detection, settings.threads)
+    if profile and "power" in profile.record:
+        device["power_sampling"] = "tegrastats" if settings.power else "not sampled: tegrastats is not on PATH"
+    return device
+
+
+def _stamp() -> str:
+    import time
+
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from deploy.report.html import write_report
+
+    page, fidelity = write_report([Path(p) for p in args.results], Path(args.out), baseline=args.baseline,
+                                  metric=args.metric)
+    print(fidelity)
+    print(f"\nreport: {page}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from deploy.report.compare import compare_files, parse_threshold
+
+    text, regressed = compare_files(Path(args.old), Path(args.new), parse_threshold(args.max_slowdown), args.metric)
+    print(text)
+    return EXIT_FAILED if regressed else 0

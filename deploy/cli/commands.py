@@ -1,0 +1,176 @@
+"""The commands that export and look: list, export, doctor, passes, inspect."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runtimes import RuntimeOptions
+
+EXIT_FAILED = 1
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from models import list_models
+
+    infos = list_models(args.family)
+    if args.family and not infos:
+        from deploy.errors import DeployError
+
+        families = sorted({i.family for i in list_models()})
+        raise DeployError(f"no family {args.family!r}; families: {', '.join(families)}")
+    if args.json:
+        print(json.dumps([{
+            "name": i.name, "family": i.family, "aliases": list(i.aliases), "params_m": i.params_m,
+            "macs_g": i.macs_g, "input_size": list(i.input_size), "published_top1": i.published_top1,
+            "published_source": i.published_source, "published_params_m": i.published_params_m,
+            "published_macs_g": i.published_macs_g, "notes": i.notes, "extra": i.extra} for i in infos], indent=2))
+        return 0
+    rows = [("model", "family", "params M", "GMACs", "input", "top-1", "aliases / notes")]
+    for i in infos:
+        note = ", ".join(i.aliases) + ("; " if i.aliases and i.notes else "") + i.notes
+        note = note if len(note) <= 60 else note[:57] + "..."  # the full text is in --json
+        rows.append((i.name, i.family, f"{i.params_m:.3f}", f"{i.macs_g:.3f}", str(i.input_size[-1]),
+                     f"{i.published_top1:.2f}" if i.published_top1 is not None else "-", note))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+    sources = sorted({i.published_source for i in infos if i.published_source})
+    print("\ntop-1 sources: " + "; ".join(sources))
+    print("params and MACs: this implementation, counted at batch 1 (MACs = FlopCounterMode FLOPs / 2)")
+    return 0
+
+
+def runtime_options(target: str, items: list[str] | None) -> RuntimeOptions | None:
+    """`--option KEY=VALUE` items as the target adapter's typed options (None when none are given)."""
+    if not items:
+        return None
+    from deploy.errors import DeployError
+    from runtimes import get_backend
+
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DeployError(f"--option {item!r}: write KEY=VALUE")
+        pairs[key.strip()] = value.strip()
+    return get_backend(target).parse_options(pairs)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from deploy.export import ExportRequest, export
+
+    request = ExportRequest(
+        model=args.model, target=args.target, precision=args.precision, weights=args.weights,
+        use_ema=args.use_ema, out=Path(args.out), passes=args.passes, opset=args.opset,
+        batch=tuple(args.batch or (1, 4)), threads=args.threads, device=args.device, seed=args.seed,
+        calib_dir=Path(args.calib_dir) if args.calib_dir else None, calib_samples=args.calib_samples,
+        gate=args.gate, runtime_options=runtime_options(args.target, args.option),
+    )
+    result = export(request)
+    m = result.manifest
+    parity = m["parity"]
+    print(f"artifact: {result.artifact_dir}")
+    auto = m.get("onnx", {}).get("auto")
+    if auto:
+        print(f"passes auto: chose {auto['winner']} ({auto['reason']})")
+    for record in m.get("onnx", {}).get("passes", []):
+        print(f"pass {record['name']}: {record['changed']} change(s)")
+    if parity.get("skipped"):
+        print(f"parity: skipped ({parity['skipped']})")
+    else:
+        print(f"parity vs PyTorch ({m['precision']}, batches {', '.join(str(b['batch']) for b in parity['batches'])}): "
+              f"{'PASS' if parity['passed'] else 'FAIL'}  max|err| {parity['max_abs']:.3g} "
+              f"({parity['max_abs_rel']:.2g} of scale), cosine {parity['cosine']:.6f}, "
+              f"top-1 agreement {parity['top1_agreement']:.2f}")
+    if m["weights"]["source"] == "random-init":
+        print("weights: random init (pass --weights for a checkpoint)")
+    return 0 if parity.get("passed") is not False else EXIT_FAILED
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from runtimes.doctor import format_report, runtime_report
+
+    rows = runtime_report()
+    print(json.dumps(rows, indent=2) if args.json else format_report(rows))
+    return 0
+
+
+def cmd_passes(args: argparse.Namespace) -> int:
+    import textwrap
+
+    from deploy.export.targets import TARGETS
+    from deploy.passes import available_passes
+
+    onnx_targets = [t for t in TARGETS.values() if t.opset is not None]
+    passes = sorted(available_passes().values(), key=lambda p: (p.category, p.name))
+    category = None
+    for graph_pass in passes:
+        if graph_pass.category != category:
+            category = graph_pass.category
+            print(f"[{category}]")
+        used = [t.name for t in onnx_targets if graph_pass.name in t.default_passes]
+        tried = [t.name for t in onnx_targets if t.name not in used and any(
+            {graph_pass.name, "+" + graph_pass.name} & {item.strip() for item in spec.split(",")}
+            for spec in t.auto_candidates)]
+        appended = [f"{t.name} {precision}" for t in onnx_targets for precision, names in t.precision_passes.items()
+                    if graph_pass.name in names]
+        print(f"  {graph_pass.name}")
+        print(textwrap.indent(textwrap.fill(graph_pass.description, 96), "      "))
+        print(f"      default for: {', '.join(used) or '-'}"
+              + (f"; tried by --passes auto on: {', '.join(tried)}" if tried else "")
+              + (f"; appended for: {', '.join(appended)}" if appended else ""))
+    print("\ntargets (--passes none | default | auto | a,b | +a,-b):")
+    for t in onnx_targets:
+        print(f"  {t.name} (opset {t.opset}): default {', '.join(t.default_passes) or '-'}")
+        print(textwrap.indent(textwrap.fill(t.notes, 96), "      "))
+        if t.auto_candidates:
+            print(f"      auto also measures: none, default, {'; '.join(t.auto_candidates)}")
+        for precision, names in t.precision_passes.items():
+            print(f"      {precision} appends: {', '.join(names)}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    import onnx
+
+    from deploy.export.onnx_export import load_onnx, op_histogram, opset_of
+
+    proto = load_onnx(Path(args.file))
+
+    def shape(value) -> str:
+        dims = value.type.tensor_type.shape.dim
+        return "(" + ", ".join(d.dim_param or str(d.dim_value) for d in dims) + ")"
+
+    def dtype(value) -> str:
+        return onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
+
+    print(f"{args.file}: opset {opset_of(proto)}, {len(proto.graph.node)} nodes, producer "
+          f"{proto.producer_name} {proto.producer_version}")
+    others = [f"{o.domain} {o.version}" for o in proto.opset_import if o.domain not in ("", "ai.onnx")]
+    print(f"IR version {proto.ir_version}" + (f"; other opsets: {', '.join(others)}" if others else ""))
+    initializers = {i.name for i in proto.graph.initializer}
+    for value in proto.graph.input:
+        if value.name not in initializers:
+            print(f"input  {value.name} {shape(value)} {dtype(value)}")
+    for value in proto.graph.output:
+        print(f"output {value.name} {shape(value)} {dtype(value)}")
+    # Weights by element type: an fp16 graph with fp32 islands shows most weights as float16.
+    weights = Counter()
+    for tensor in proto.graph.initializer:
+        count = 1
+        for d in tensor.dims:
+            count *= d
+        weights[onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).name] += count
+    if weights:
+        print("weights " + ", ".join(f"{n / 1e6:.3f} M {t}" for t, n in weights.most_common()))
+    for op, count in op_histogram(proto).items():
+        print(f"{count:6d}  {op}")
+    return 0

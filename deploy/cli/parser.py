@@ -1,0 +1,106 @@
+"""The command line's arguments: one sub-parser per command, `build_parser()` for all of them."""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = "Export, rewrite, build and measure vision transformers on edge runtimes."
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+METRICS = ("p50", "p90", "p95", "p99", "mean", "min")
+
+
+def _precision_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--precision", choices=PRECISIONS,
+                       help="engine precision (default: the target's default)")
+    for name in PRECISIONS:
+        group.add_argument(f"--{name}", dest="precision", action="store_const", const=name,
+                           help=f"same as --precision {name}")
+
+
+def _bench_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="latency percentiles, throughput, memory, parity and accuracy per device")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="models (default: the --device profile's)")
+    p.add_argument("--device", help="cpu | cuda | jetson | mac | auto, a user profile name or a .toml path: "
+                   "runtimes, precisions, batches, timing and settings to record (refused if not on that device)")
+    p.add_argument("--profiles", action="append", metavar="DIR", help="folder of user profiles (repeatable)")
+    p.add_argument("--target", action="append", help="repeatable (default: the profile's, else torch and onnxruntime)")
+    p.add_argument("--batch", type=int, action="append", help="repeatable (default: the profile's, else 1)")
+    _precision_args(p)
+    p.add_argument("--weights", help="checkpoint, when benchmarking one model")
+    p.add_argument("--passes", default="default", help="default | none | auto | a,b | +a,-b (as for export)")
+    p.add_argument("--runs", type=int, help="timed runs per cell (default: the profile's, else 50)")
+    p.add_argument("--duration", type=float, help="time each cell for this many seconds instead of --runs")
+    p.add_argument("--warmup", type=float, help="warm-up seconds per cell (default: the profile's, else 1)")
+    p.add_argument("--buffers", type=int, help="input buffers rotated through (default 4)")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dataset", help="top-1/top-5 per engine next to PyTorch's: 'digits' (shipped, for "
+                   "hvt_digits) or an image folder with one subfolder per class")
+    p.add_argument("--limit", type=int, help="at most this many dataset images (class-balanced)")
+    p.add_argument("--out", default="artifacts", help="where engines (and, without --json, results) are written")
+    p.add_argument("--json", help="results JSON, rewritten after every cell (default: OUT/bench-*.json)")
+    p.add_argument("--csv", help="also write the results as CSV")
+    p.add_argument("--md", help="also write the results as a markdown table")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run: skip cells --json has")
+    p.add_argument("--retry-failed", action="store_true", help="with --resume, run failed cells again")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="plain lines, no progress bar")
+
+    p = sub.add_parser("report", help="HTML report with plots and the MAC-to-latency fidelity table")
+    p.add_argument("results", nargs="+", metavar="RESULTS.json")
+    p.add_argument("--out", required=True, help="folder for index.html and the PNG plots")
+    p.add_argument("--baseline", default="deit_s", help="model the fidelity ratios are taken to (default deit_s)")
+    p.add_argument("--metric", default="p50", choices=METRICS,
+                   help="latency statistic plotted and compared (default p50; min resists CPU contention)")
+
+    p = sub.add_parser("compare", help="latency differences between two results JSONs; non-zero past a threshold")
+    p.add_argument("old", metavar="OLD.json")
+    p.add_argument("new", metavar="NEW.json")
+    p.add_argument("--max-slowdown", default="5%", help="fail past this slowdown (e.g. 5%%, 0.05)")
+    p.add_argument("--metric", default="p50", choices=METRICS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m deploy", description=DESCRIPTION)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="the model zoo with params, MACs and published top-1")
+    p.add_argument("--family", help="only this family (hvt, deit, cvt, resnas)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("export", help="model -> ONNX -> passes -> engine -> parity -> artifact folder")
+    p.add_argument("model")
+    p.add_argument("--target", default="onnxruntime", help="onnxruntime (default), openvino, tensorrt, coreml, torch")
+    _precision_args(p)
+    p.add_argument("--weights", help="local official checkpoint (.pth); without it, random init")
+    ema = p.add_mutually_exclusive_group()
+    ema.add_argument("--ema", dest="use_ema", action="store_const", const=True, help="load 'model_ema' weights")
+    ema.add_argument("--no-ema", dest="use_ema", action="store_const", const=False, help="load 'model' weights")
+    p.add_argument("--out", default="artifacts", help="artifact root (default: artifacts/)")
+    p.add_argument("--batch", type=int, action="append", help="batch sizes to serve and check (default 1 and 4)")
+    p.add_argument("--passes", default="default",
+                   help="default | none | auto (measure the target's candidate pass sets here, keep the fastest "
+                        "that passes parity) | a,b | +a,-b; `python -m deploy passes` lists them")
+    p.add_argument("--opset", type=int, help="override the target's ONNX opset")
+    p.add_argument("--threads", type=int, help="runtime threads")
+    p.add_argument("--device", help="runtime device (e.g. OpenVINO CPU/GPU)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="a setting of the target's runtime adapter, repeatable (e.g. num_streams=1 for openvino, "
+                        "compute_units=CPU_AND_NE for coreml); `python -m deploy doctor` lists each target's")
+    p.add_argument("--calib-dir", help="images for int8 calibration (class subfolders allowed)")
+    p.add_argument("--calib-samples", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0, help="seed of the parity inputs")
+    p.add_argument("--no-gate", dest="gate", action="store_false",
+                   help="keep an engine that fails parity (its manifest still says failed)")
+
+    _bench_parsers(sub)
+
+    p = sub.add_parser("doctor", help="which runtimes are installed, their versions and devices")
+    p.add_argument("--json", action="store_true")
+
+    sub.add_parser("passes", help="the graph passes and what each does")
+
+    p = sub.add_parser("inspect", help="op histogram, opset, inputs and outputs of an ONNX file")
+    p.add_argument("file")
+    return parser
