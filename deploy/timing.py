@@ -114,8 +114,8 @@ class RoundsResult:
     medians: dict[str, list[float]]  # each label's median per round
 
 
-def interleaved_rounds(runners: Mapping[str, Inferable], input_name: str, input_size: tuple[int, ...], batch: int,
-                       settings: TimingSettings, rounds: int, warm_once: bool = False) -> RoundsResult:
+def interleaved_rounds(runners: Mapping[str, Inferable], feeds: Sequence[Feed], settings: TimingSettings,
+                       rounds: int, warm_once: bool = False) -> RoundsResult:
     """Time runners round by round in alternating order (A B C, C B A, ...), so that drift in the machine's
     state falls on all of them alike.
 
@@ -127,7 +127,9 @@ def interleaved_rounds(runners: Mapping[str, Inferable], input_name: str, input_
     later = replace(settings, warmup_s=0.0, min_warmup_runs=1) if warm_once else settings
     for index in range(rounds):
         for label in labels if index % 2 == 0 else labels[::-1]:
-            times = time_runner(runners[label], input_name, input_size, batch, settings if index == 0 else later)
+            round_settings = settings if index == 0 else later
+            warm_up(runners[label], feeds, round_settings)
+            times = timed_runs(runners[label], feeds, round_settings)
             samples[label].extend(times)
             medians[label].append(float(np.median(times)))
     return RoundsResult(samples, medians)

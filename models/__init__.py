@@ -23,6 +23,7 @@ __all__ = [
     "create_model",
     "default_weights_path",
     "get_model_info",
+    "weights_of",
     "list_models",
     "load_checkpoint",
     "resolve_name",
@@ -88,9 +89,15 @@ def create_model(
             state_dict_filter=info.checkpoint_filter,
             use_ema=use_ema,
         )
-    model.model_info = info
-    model.weights_info = checkpoint
+    # Attributes of the module, so every later stage can say what it was built from.
+    setattr(model, "model_info", info)  # noqa: B010
+    setattr(model, "weights_info", checkpoint)  # noqa: B010
     return model.eval()
+
+
+def weights_of(model: nn.Module) -> CheckpointInfo | None:
+    """The checkpoint `create_model` loaded into `model`, or None (random init)."""
+    return getattr(model, "weights_info", None)
 
 
 def default_weights_path(info: ModelInfo) -> Path | None:

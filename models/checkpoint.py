@@ -19,7 +19,7 @@ from .errors import CheckpointError
 
 # Official HVT and ViT-ResNAS checkpoints pickle their argparse.Namespace next to the weights;
 # that class (plain attribute storage) is the only non-tensor type we allow the unpickler to build.
-SAFE_CHECKPOINT_GLOBALS = [argparse.Namespace]
+SAFE_CHECKPOINT_GLOBALS: list[Any] = [argparse.Namespace]
 
 
 @dataclass(frozen=True)

@@ -36,18 +36,18 @@ def _conv_bn_pairs(parent: nn.Module) -> list[tuple[str, str]]:
         return []
     pairs = []
     for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(children.get(node.target), nn.BatchNorm2d):
+        if node.op != "call_module" or not isinstance(children.get(str(node.target)), nn.BatchNorm2d):
             continue
         source = node.args[0] if node.args else None
         if (
             isinstance(source, torch.fx.Node)
             and source.op == "call_module"
-            and isinstance(children.get(source.target), nn.Conv2d)
+            and isinstance(children.get(str(source.target)), nn.Conv2d)
             and len(source.users) == 1
             and len(node.args) == 1
             and not node.kwargs
         ):
-            pairs.append((source.target, node.target))
+            pairs.append((str(source.target), str(node.target)))
     return pairs
 
 

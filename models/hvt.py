@@ -94,8 +94,9 @@ class HVT(nn.Module):
         self.apply(init_vit_weights)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         for block in self.blocks:
-            if block.downsample is not None:
-                nn.init.trunc_normal_(block.pos_embed, std=0.02)
+            pos_embed = getattr(block, "pos_embed", None)  # pooling blocks only
+            if isinstance(pos_embed, nn.Parameter):
+                nn.init.trunc_normal_(pos_embed, std=0.02)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x) + self.pos_embed

@@ -178,7 +178,7 @@ class CoreMLRunner(Runner):
         super().__init__()
         self.path = Path(path)
         self.units = units
-        self.model = None
+        self.model: Any = None
 
     def _activate(self) -> None:
         if not can_predict_here():

@@ -135,10 +135,10 @@ class OpenVINORunner(Runner):
         self.xml_path = Path(xml_path)
         self.device = device
         self.config = dict(config)
-        self.compiled = None
-        self.request = None
+        self.compiled: Any = None
+        self.request: Any = None
         # What the plugin actually runs with, read back after compiling.
-        self.effective: dict[str, str] = {}
+        self.effective: dict[str, str | None] = {}
 
     def _activate(self) -> None:
         import openvino as ov

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ class OrtRunner(Runner):
         self.path = Path(path)
         self.threads = threads
         self.providers = providers or ("CPUExecutionProvider",)
-        self.session = None
+        self.session: Any = None
 
     def _activate(self) -> None:
         import onnxruntime as ort

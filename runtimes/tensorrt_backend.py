@@ -273,7 +273,8 @@ class DeviceInfo:
         return re.sub(r"[^A-Za-z0-9]+", "-", self.name).strip("-").lower() + f"-sm{self.compute_capability}"
 
 
-def engine_cache_key(*, tensorrt_version: str, device: DeviceInfo, model_sha256: str, precision: str,
+# Every field of the key, by name (keyword-only): one argument per part of the engine's identity.
+def engine_cache_key(*, tensorrt_version: str, device: DeviceInfo, model_sha256: str, precision: str,  # noqa: PLR0913
                      route: Route, builder_flags: Sequence[str], profile: Mapping[str, Any],
                      dla: DlaSettings | None, workspace_mib: int | None) -> dict[str, Any]:
     return {
@@ -368,7 +369,8 @@ def import_cudart():
 def cuda_check(result, what: str = "CUDA call"):
     """Unpack a cuda-python (err, *values) tuple, raising on an error code."""
     err, *values = result if isinstance(result, tuple) else (result,)
-    if int(getattr(err, "value", err)) != 0:  # cudaError_t.cudaSuccess is 0
+    code: Any = getattr(err, "value", err)
+    if int(code) != 0:  # cudaError_t.cudaSuccess is 0
         raise RuntimeAdapterError(f"{what} failed: {err}")
     return values[0] if len(values) == 1 else tuple(values) or None
 
@@ -540,8 +542,10 @@ class TensorRTRunner(Runner):
         self.input_specs = [TensorSpec(s["name"], tuple(s["shape"]), s.get("dtype", "float32"))
                             for s in self.sidecar["inputs"]]
         self.output_names = list(self.sidecar["outputs"])
-        self._cudart = None
-        self._engine = self._context = self._stream = None
+        self._cudart: Any = None
+        self._engine: Any = None
+        self._context: Any = None
+        self._stream: Any = None
         self._buffers: dict[str, int] = {}
         self._dtypes: dict[str, np.dtype] = {}
 
@@ -646,16 +650,16 @@ class TensorRTBackend(Backend):
 
     def build(self, source: ModelSource, out_dir: Path, options: BuildOptions) -> BuildResult:
         self.check_precision(options.precision)
-        self.onnx_input(source)
+        onnx_path = self.onnx_input(source)
         self.require()
         import tensorrt as trt
 
-        plan, key, cache_folder = self._prepare(trt, source, options)
+        plan, key, cache_folder = self._prepare(trt, source, onnx_path, options)
         cached = lookup_cached_engine(cache_folder, key) if cache_folder else None
         if cached is not None:
             engine, pinned = cached[0], cached[1].get("fp32_layers", [])
         else:
-            engine, pinned = build_serialized(trt, source.onnx_path, plan, parse_version(trt.__version__))
+            engine, pinned = build_serialized(trt, onnx_path, plan, parse_version(trt.__version__))
             if cache_folder is not None:
                 write_engine(cache_folder, engine, key, source, pinned)
         sidecar = write_engine(Path(out_dir), engine, key, source, pinned)
@@ -665,18 +669,18 @@ class TensorRTBackend(Backend):
                    "opt_batch": next(iter(plan.profile.values()))[1][0] if plan.profile else None}
         return BuildResult(files=(ENGINE_FILE, SIDECAR_FILE), details=details)
 
-    def _prepare(self, trt, source: ModelSource, options: BuildOptions):
+    def _prepare(self, trt: Any, source: ModelSource, onnx_path: Path, options: BuildOptions):
         """(plan, cache key, engine-cache folder or None) for a build on the selected GPU."""
         settings = options_for(options.runtime, TensorRTOptions, "tensorrt")
         device = self._device(options)
-        graph = inspect_onnx(source.onnx_path)
+        graph = inspect_onnx(onnx_path)
         plan = make_plan(parse_version(trt.__version__), options, graph, source.input_specs)
         cache_dir = default_cache_dir(settings)
         plan.timing_cache = (Path(settings.timing_cache) if settings.timing_cache
                              else timing_cache_path(cache_dir, trt.__version__, device))
         key = engine_cache_key(
             tensorrt_version=trt.__version__, device=device,
-            model_sha256=files_sha256(source.onnx_path, graph.external_files), precision=options.precision,
+            model_sha256=files_sha256(onnx_path, graph.external_files), precision=options.precision,
             route=plan.route, builder_flags=plan.builder_flags(), profile=plan.profile, dla=plan.dla,
             workspace_mib=plan.workspace_mib)
         folder = engine_cache_dir(cache_dir, key) if settings.engine_cache else None

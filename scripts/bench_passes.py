@@ -4,9 +4,9 @@
     python scripts/bench_passes.py vit_resnas_tiny --target onnxruntime --threads 1 --json out.json
 
 For each (model, target) it exports three artifacts through the normal export stage (parity gate
-included): `--passes none`, `--passes default` and `--passes auto` (which measures the profile's candidates
+included): `--passes none`, `--passes default` and `--passes auto` (which measures the target's candidates
 itself and records them). It then loads the three engines together and times them in interleaved rounds
-(order reversed every other round) with the benchmark harness's `time_runner`, so contention on a shared
+(order reversed every other round) with `deploy.timing.interleaved_rounds`, so contention on a shared
 machine falls on all three alike. Reported per variant: p50 over all runs, and "best round" = the lowest
 per-round median (the statistic `auto` selects on). Ratios are against the plain export.
 """
@@ -28,7 +28,7 @@ import contextlib  # noqa: E402
 from deploy.export import ExportRequest, export, load_artifact  # noqa: E402
 from deploy.export.autotune import AutotuneSettings  # noqa: E402
 from deploy.export.onnx_cache import OnnxCache  # noqa: E402
-from deploy.timing import LatencyStats, TimingSettings, interleaved_rounds  # noqa: E402
+from deploy.timing import LatencyStats, TimingSettings, input_feeds, interleaved_rounds  # noqa: E402
 
 VARIANTS = ("none", "default", "auto")
 
@@ -50,7 +50,7 @@ def measure(model: str, target: str, args: argparse.Namespace, cache: OnnxCache,
     with contextlib.ExitStack() as active:
         for runner in runners.values():
             active.enter_context(runner)
-        timed = interleaved_rounds(runners, "input", input_size, 1, settings, args.rounds)
+        timed = interleaved_rounds(runners, input_feeds("input", input_size, 1, settings), settings, args.rounds)
     row = {"model": model, "target": target, "threads": args.threads}
     for variant in VARIANTS:
         stats = LatencyStats.of(timed.samples[variant])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from runtimes.doctor import probe
 from .detect import cpu_model
 
 
-def environment(threads: int | None, device: dict[str, Any] | None = None) -> dict[str, Any]:
+def environment(threads: int | None, device: Mapping[str, Any] | None = None) -> dict[str, Any]:
     import onnx
     import torch
 
@@ -28,5 +29,5 @@ def environment(threads: int | None, device: dict[str, Any] | None = None) -> di
         _, status = probe(name)
         env[f"runtime:{name}"] = status.version if status.available else None
     if device is not None:
-        env["device"] = device
+        env["device"] = dict(device)
     return env

@@ -13,7 +13,7 @@ figures of an engine that could not run here) are left out of the JSON rather th
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
@@ -205,7 +205,7 @@ def load_results(path: Path) -> ResultsDocument:
 class ResultsFile:
     """The results JSON (and any side formats), rewritten atomically after every finished cell."""
 
-    def __init__(self, path: Path | None, side_formats: dict[Path, Callable[[list[ResultRow]], str]] | None = None):
+    def __init__(self, path: Path | None, side_formats: Mapping[Path, Callable[[list[ResultRow]], str]] | None = None):
         self.path = path
         self.side_formats = dict(side_formats or {})  # the CSV and markdown views written beside the JSON
 

@@ -163,7 +163,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for value in proto.graph.output:
         print(f"output {value.name} {shape(value)} {dtype(value)}")
     # Weights by element type: an fp16 graph with fp32 islands shows most weights as float16.
-    weights = Counter()
+    weights: Counter[str] = Counter()
     for tensor in proto.graph.initializer:
         count = 1
         for d in tensor.dims:

@@ -42,8 +42,8 @@ def preprocess(image: Image, input_size: tuple[int, int, int], mean: tuple[float
     image = image.resize((new_w, new_h), resample=_RESAMPLE.get(interpolation, 3))
     left, top = (new_w - width) // 2, (new_h - height) // 2
     image = image.crop((left, top, left + width, top + height))
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    array = (array - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    pixels = np.asarray(image, dtype=np.float32) / np.float32(255.0)
+    array = (pixels - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 

@@ -36,7 +36,7 @@ from runtimes.base import first_line
 from ..data.images import seeded_batch
 from ..errors import DeployError
 from ..passes import run_passes
-from ..timing import LatencyStats, TimingSettings, interleaved_rounds
+from ..timing import LatencyStats, TimingSettings, input_feeds, interleaved_rounds
 from .parity import TOLERANCES, compare
 from .targets import TargetSpec, resolve_passes
 
@@ -58,14 +58,17 @@ class AutotuneSettings:
     def from_env(cls) -> AutotuneSettings:
         """Defaults, overridden by DEPLOY_AUTO_ROUNDS / _RUNS / _WARMUP / _BATCH / _TIE_MARGIN."""
         settings = cls()
-        for field_name, key, cast in (("rounds", "DEPLOY_AUTO_ROUNDS", int), ("runs", "DEPLOY_AUTO_RUNS", int),
-                                      ("warmup_s", "DEPLOY_AUTO_WARMUP", float), ("batch", "DEPLOY_AUTO_BATCH", int),
-                                      ("tie_margin", "DEPLOY_AUTO_TIE_MARGIN", float)):
+        casts: tuple[tuple[str, str, type[int] | type[float]], ...] = (
+            ("rounds", "DEPLOY_AUTO_ROUNDS", int), ("runs", "DEPLOY_AUTO_RUNS", int),
+            ("warmup_s", "DEPLOY_AUTO_WARMUP", float), ("batch", "DEPLOY_AUTO_BATCH", int),
+            ("tie_margin", "DEPLOY_AUTO_TIE_MARGIN", float))
+        for field_name, key, cast in casts:
             if key in os.environ:
                 try:
-                    settings = replace(settings, **{field_name: cast(os.environ[key])})
+                    value: Any = cast(os.environ[key])
                 except ValueError:
                     raise DeployError(f"{key}={os.environ[key]!r} is not a valid {cast.__name__}") from None
+                settings = replace(settings, **{field_name: value})
         if settings.rounds < 1 or settings.runs < 1 or settings.batch < 1:
             raise DeployError("autotune rounds, runs and batch must be at least 1")
         return settings
@@ -168,8 +171,8 @@ class _Trial:
 def _time_candidates(runners: dict[str, Runner], records: list[dict[str, Any]], job: EngineJob,
                      settings: AutotuneSettings) -> None:
     timing = TimingSettings(warmup_s=settings.warmup_s, runs=settings.runs, buffers=2, seed=job.seed)
-    timed = interleaved_rounds(runners, job.source.input_specs[0].name, job.input_size, settings.batch, timing,
-                               settings.rounds, warm_once=True)
+    feeds = input_feeds(job.source.input_specs[0].name, job.input_size, settings.batch, timing)
+    timed = interleaved_rounds(runners, feeds, timing, settings.rounds, warm_once=True)
     for record in records:
         label = record["label"]
         if label in runners:

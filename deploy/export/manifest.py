@@ -20,9 +20,10 @@ if TYPE_CHECKING:
 
 def manifest_head(request: ExportRequest, info: ModelInfo, model: nn.Module, target: str, precision: str,
                   runtime_version: str | None) -> dict[str, Any]:
+    from models import weights_of
     from models.complexity import count_params
 
-    weights = model.weights_info
+    weights = weights_of(model)
     return {
         "schema": artifacts.MANIFEST_SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -41,6 +41,8 @@ def export_onnx(model: nn.Module, input_size: tuple[int, ...], opset: int) -> on
             )
     except Exception as exc:
         raise DeployError(f"torch.onnx.export failed for opset {opset}: {first_line(exc)}") from exc
+    if program is None:
+        raise DeployError(f"torch.onnx.export returned no program for opset {opset}")
     proto = program.model_proto
     check(proto)
     return proto

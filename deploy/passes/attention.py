@@ -21,6 +21,7 @@ BSHd key transpositions, optional mask); the rules below subclass it and only de
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import onnx_ir as ir
@@ -37,11 +38,14 @@ _HEADS_FIRST = [0, 2, 1, 3]  # (B, S, H, d) <-> (B, H, S, d)
 # ---------------------------------------------------------------------------------------------- helpers
 
 
+@dataclass(frozen=True)
 class Linear:
     """`x @ W (+ b)` with constant W (in, out) and b (out): the projection feeding a head reshape."""
 
-    def __init__(self, x: ir.Value, weight: ir.Value, bias: ir.Value | None):
-        self.x, self.weight, self.bias = x, weight, bias
+    x: ir.Value
+    weight: ir.Value
+    bias: ir.Value | None
+    graph: ir.Graph
 
     @classmethod
     def producing(cls, value: ir.Value) -> Linear | None:
@@ -53,31 +57,34 @@ class Linear:
         if node.op_type == "Add":
             a, b = node.inputs
             matmul, bias = (a, b) if const_array(b) is not None else (b, a)
-            if const_array(bias) is None or matmul.producer() is None or not only_consumer(matmul, node):
+            producer = matmul.producer() if matmul is not None else None
+            if matmul is None or const_array(bias) is None or producer is None or not only_consumer(matmul, node):
                 return None
-            node = matmul.producer()
+            node = producer
         if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx"):
             return None
         x, weight = node.inputs
         w = const_array(weight)
-        if w is None or w.ndim != 2:
+        if x is None or weight is None or weight.graph is None or w is None or w.ndim != 2:
             return None
-        if bias is not None and const_array(bias).shape not in ((w.shape[1],), (1, w.shape[1]), (1, 1, w.shape[1])):
+        bias_array = const_array(bias)
+        if bias_array is not None and bias_array.shape not in ((w.shape[1],), (1, w.shape[1]), (1, 1, w.shape[1])):
             return None
-        return cls(x, weight, bias)
+        return cls(x, weight, bias, weight.graph)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
         w = const_array(self.weight)
         b = const_array(self.bias)
+        assert w is not None  # checked when matched
         return w, (b.reshape(-1) if b is not None else None)
 
     def emit(self, op, weight: np.ndarray, bias: np.ndarray | None, tag: str) -> ir.Value:
         """A new Linear from x with these arrays (new initializers: the old ones may be shared)."""
-        graph = self.weight.graph
+        graph = self.graph
         w = ir.tensor(np.ascontiguousarray(weight))
         out = op.MatMul(self.x, op.initializer(w, name=unique_name(graph, f"{self.weight.name}.{tag}")))
         if bias is not None:
-            base = self.bias.name if self.bias is not None else self.weight.name + ".bias"
+            base = self.bias.name if self.bias is not None else f"{self.weight.name}.bias"
             b = ir.tensor(np.ascontiguousarray(bias))
             out = op.Add(out, op.initializer(b, name=unique_name(graph, f"{base}.{tag}")))
         return out
@@ -220,6 +227,7 @@ class FoldQueryScale(pattern.RewriteRuleClassBase):
 
     def rewrite(self, op, projected, shape, scale, key_t, layout, **_):
         s = const_scalar(scale)
+        assert self.linear is not None and s is not None  # set and checked by check()
         w, b = self.linear.arrays()
         q = self.linear.emit(op, w * s, None if b is None else b * s, "qscaled")
         heads = op.Reshape(q, shape)
@@ -252,7 +260,7 @@ class _PackedQkv(pattern.RewriteRuleClassBase):
         linear = Linear.producing(projected)
         if linear is None or not only_consumer(projected):
             return result.fail("qkv is not the only use of a Linear with constant weights")
-        if const_array(linear.weight).shape[1] != 3 * dims[3] * dims[4]:
+        if linear.arrays()[0].shape[1] != 3 * dims[3] * dims[4]:
             return result.fail("packed width is not 3 * heads * head_dim")
         self.dims, self.linear = dims, linear
         return result
@@ -284,7 +292,7 @@ class SplitPackedQkv(_PackedQkv):
 # ------------------------------------------------------------------------ onnxruntime contrib fusions
 
 
-def _canonical_core(op, query, key, value, scale):
+def _canonical_core(op, query, key, value, scale, /):
     """The canonical attention as a pattern: (optionally) scaled Q, 4-D K transpose, Softmax."""
     query = pattern.OrValue([op.Mul(query, scale), query], tag_var="q_scaled", tag_values=[True, False])
     scores = op.MatMul(query, op.Transpose(key, perm=[0, 1, 3, 2]))
@@ -316,7 +324,7 @@ class OrtMultiHeadAttention(pattern.RewriteRuleClassBase):
     def pattern(self, op, q3, k3, v3, q_shape, k_shape, v_shape, out_shape, scale):
         heads = [_split_heads(op, x, s, f"{name}_layout")
                  for name, x, s in (("q", q3, q_shape), ("k", k3, k_shape), ("v", v3, v_shape))]
-        return _merge_heads(op, _canonical_core(op, *heads, scale), out_shape, self.out_layout)
+        return _merge_heads(op, _canonical_core(op, heads[0], heads[1], heads[2], scale), out_shape, self.out_layout)
 
     def check(self, context, q3, k3, v3, q_shape, k_shape, v_shape, out_shape, scale, q_scaled,
               q_layout, k_layout, v_layout, **_):
@@ -324,7 +332,7 @@ class OrtMultiHeadAttention(pattern.RewriteRuleClassBase):
         layouts = {_heads_of(s, t) for s, t in ((q_shape, q_layout), (k_shape, k_layout), (v_shape, v_layout))}
         if None in layouts or len(layouts) != 1:
             return result.fail("Q/K/V are not split into one (heads, head_dim) layout")
-        (self.heads, self.head_dim), = layouts
+        ((self.heads, self.head_dim),) = [layout for layout in layouts if layout is not None]
         if any(x.shape is None or len(x.shape) != 3 for x in (q3, k3, v3)):
             return result.fail("Q/K/V are not 3-D")
         reason, self.scale = _merged_and_scaled(out_shape, self.out_layout, self.heads, self.head_dim, scale, q_scaled)
@@ -343,7 +351,8 @@ class OrtPackedAttention(_PackedQkv):
 
     def pattern(self, op, projected, shape, out_shape, scale):
         heads = self._heads(op, projected, shape)
-        out = _canonical_core(op, *(self._pick(op, heads, i) for i in range(3)), scale)
+        query, key, value = (self._pick(op, heads, i) for i in range(3))
+        out = _canonical_core(op, query, key, value, scale)
         return _merge_heads(op, out, out_shape, self.out_layout)
 
     def check(self, context, projected, shape, reshaped, out_shape, scale, q_scaled, **bindings):
@@ -355,7 +364,7 @@ class OrtPackedAttention(_PackedQkv):
 
     def rewrite(self, op, projected, **_):
         w, b = self.linear.arrays()
-        graph = self.linear.weight.graph
+        graph = self.linear.graph
         bias = b if b is not None else np.zeros(w.shape[1], dtype=w.dtype)
         bias_value = op.initializer(ir.tensor(np.ascontiguousarray(bias)),
                                     name=unique_name(graph, f"{self.linear.weight.name}.attention_bias"))

@@ -17,13 +17,14 @@ from onnxscript.rewriter.rules.common._fuse_batchnorm import (
     FuseBatchNormIntoConv,
     FuseBatchNormIntoConvTranspose,
     FuseBatchNormIntoGemm,
+    _FuseBatchNormBase,
 )
 
 from .base import rule_pass
 
 
-def _inference_only(rule_class):
-    class InferenceBatchNorm(rule_class):
+def _inference_only(rule_class: type[_FuseBatchNormBase]) -> type[_FuseBatchNormBase]:
+    class InferenceBatchNorm(rule_class):  # type: ignore[valid-type,misc]  # a base chosen at run time
         def check(self, context, x, inbound_out, batchnorm_out):
             result = super().check(context, x, inbound_out, batchnorm_out)
             node = batchnorm_out.producer()

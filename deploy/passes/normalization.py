@@ -102,9 +102,9 @@ class ErfGelu(pattern.RewriteRuleClassBase):
     def check(self, context, x, root, half, one, **_):
         result = pattern.MatchResult()
         want_root = _SQRT2 if self.scaled_by == "div" else 1.0 / _SQRT2
-        values = (const_scalar(root), const_scalar(half), const_scalar(one))
-        if None in values or not all(math.isclose(v, w, rel_tol=1e-5)
-                                     for v, w in zip(values, (want_root, 0.5, 1.0), strict=True)):
+        values = [const_scalar(root), const_scalar(half), const_scalar(one)]
+        if not all(v is not None and math.isclose(v, w, rel_tol=1e-5)
+                   for v, w in zip(values, (want_root, 0.5, 1.0), strict=True)):
             return result.fail("constants are not those of erf GELU")
         return result
 
@@ -194,13 +194,16 @@ class EinsumMatMul(pattern.RewriteRuleClassBase):
         return result
 
     def rewrite(self, op, a, b, **_):
+        plan = self.plan
+        assert plan is not None  # set by check()
+
         def transpose(value, perm, extra):
             if perm is None:
                 return value
             return op.Transpose(value, perm=list(range(extra)) + [p + extra for p in perm])
 
-        product = op.MatMul(transpose(a, self.plan["a"], self.extra[0]), transpose(b, self.plan["b"], self.extra[1]))
-        return transpose(product, self.plan["out"], self.extra[2])
+        product = op.MatMul(transpose(a, plan["a"], self.extra[0]), transpose(b, plan["b"], self.extra[1]))
+        return transpose(product, plan["out"], self.extra[2])
 
 
 # ---------------------------------------------------------------------------------------------- passes

@@ -17,9 +17,9 @@ from .base import rule_pass
 _POOL_OPS = ("MaxPool", "AveragePool")
 
 
-def _one_d_pool_attributes(node: ir.Node) -> dict | None:
+def _one_d_pool_attributes(node: ir.Node | None) -> dict | None:
     """The pooling node's attributes if it is a plain 1-D pool we can widen, else None."""
-    if node.domain not in ("", "ai.onnx") or node.op_type not in _POOL_OPS or len(node.outputs) != 1:
+    if node is None or node.domain not in ("", "ai.onnx") or node.op_type not in _POOL_OPS or len(node.outputs) != 1:
         return None
     attrs = {name: attr.value for name, attr in node.attributes.items()}
     kernel = list(attrs.get("kernel_shape", []))
@@ -29,6 +29,13 @@ def _one_d_pool_attributes(node: ir.Node) -> dict | None:
         return None  # SAME_* padding would need recomputing per axis
     if attrs.get("storage_order", 0) != 0:
         return None
+    return attrs
+
+
+def _checked_attributes(pooled: ir.Value) -> dict:
+    """The attributes of a pool the rule's check accepted (rewrite runs only after it passed)."""
+    attrs = _one_d_pool_attributes(pooled.producer())
+    assert attrs is not None
     return attrs
 
 
@@ -72,7 +79,7 @@ class TokenPoolTo2d(pattern.RewriteRuleClassBase):
         return _one_d_pool_attributes(pooled.producer()) is not None
 
     def rewrite(self, op, x, pooled, **_):
-        attrs = _widened(_one_d_pool_attributes(pooled.producer()), pooled_axis=0)
+        attrs = _widened(_checked_attributes(pooled), pooled_axis=0)
         axes = op.Constant(value_ints=[1])
         image = op.Unsqueeze(x, axes)
         return op.Squeeze(getattr(op, self.op_type)(image, **attrs), axes)
@@ -92,7 +99,7 @@ class Pool1dTo2d(pattern.RewriteRuleClassBase):
         return _one_d_pool_attributes(pooled.producer()) is not None
 
     def rewrite(self, op, x, pooled, **_):
-        attrs = _widened(_one_d_pool_attributes(pooled.producer()), pooled_axis=1)
+        attrs = _widened(_checked_attributes(pooled), pooled_axis=1)
         axes = op.Constant(value_ints=[2])
         return op.Squeeze(getattr(op, self.op_type)(op.Unsqueeze(x, axes), **attrs), axes)
 

@@ -111,25 +111,25 @@ def convert_fp16(model: ir.Model, keep_fp32: tuple[str, ...] = KEEP_FP32) -> int
         return casts[(id(value), to)]
 
     for node in original_nodes:
-        for index, value in enumerate(node.inputs):
-            if value is None or value.dtype not in (F16, F32):
+        for index, read in enumerate(node.inputs):
+            if read is None or read.dtype not in (F16, F32):
                 continue
             want = F16 if node in half and not _fp32_input(node, index) else F32
-            if value.dtype != want:
-                node.replace_input_with(index, cast(value, want))
+            if read.dtype != want:
+                node.replace_input_with(index, cast(read, want))
 
     # Graph outputs stay fp32, under their own names.
     for index, value in enumerate(list(graph.outputs)):
         if value.dtype == F16:
             name = value.name
             value.name = f"{name}_fp16"
-            out = cast(value, F32)
-            out.name = name
-            graph.outputs[index] = out
+            fp32 = cast(value, F32)
+            fp32.name = name
+            graph.outputs[index] = fp32
     return converted
 
 
-def _half(array: np.ndarray, name: str | None) -> ir.Tensor:
+def _half(array: np.ndarray, name: str | None) -> ir.TensorProtocol:
     # Out-of-range weights saturate to fp16's largest finite value instead of becoming inf.
     return ir.tensor(np.clip(array, -_FP16_MAX, _FP16_MAX).astype(np.float16), name=name)
 

@@ -96,7 +96,7 @@ def plot_accuracy(points: list[Point], path: Path, batch: int, metric: str = "p5
                 ax.plot([p.latency for p in series], [p.top1 for p in series], "o", color=colours[runtime],
                         markerfacecolor=colours[runtime] if measured else "none",
                         label=f"{runtime} ({'measured' if measured else 'published'} top-1)")
-    _label(ax, [(p.model, p.latency, p.top1) for p in _slowest_per_model(chosen)])
+    _label(ax, [(p.model, p.latency, p.top1) for p in _slowest_per_model(chosen) if p.top1 is not None])
     _plain_log_axes(ax, x=True, y=False)
     ax.set_xlabel(f"latency {metric} (ms)")
     ax.set_ylabel("top-1 (%)")
