@@ -43,10 +43,10 @@ def measure(model: str, target: str, args: argparse.Namespace, cache: OnnxCache,
                                       threads=args.threads, autotune=auto_settings), onnx_cache=cache)
         exported[variant] = result.manifest
         print(f"  {model} {target} {variant}: exported in {time.perf_counter() - started:.0f} s, parity "
-              f"{result.manifest['parity']['max_abs_rel']:.1e} of scale", file=sys.stderr, flush=True)
+              f"{result.manifest.parity.max_abs_rel:.1e} of scale", file=sys.stderr, flush=True)
     runners = {v: load_artifact(root / v / model / f"{target}-fp32", threads=args.threads)[0] for v in VARIANTS}
     settings = TimingSettings(warmup_s=args.warmup, runs=args.runs, buffers=4)
-    input_size = tuple(exported["none"]["model"]["input_size"])
+    input_size = tuple(exported["none"].model.input_size)
     with contextlib.ExitStack() as active:
         for runner in runners.values():
             active.enter_context(runner)
@@ -55,10 +55,10 @@ def measure(model: str, target: str, args: argparse.Namespace, cache: OnnxCache,
     for variant in VARIANTS:
         stats = LatencyStats.of(timed.samples[variant])
         row[variant] = {"p50": stats.p50, "best_round": min(timed.medians[variant]), "mean": stats.mean,
-                        "parity_max_abs_rel": exported[variant]["parity"]["max_abs_rel"],
-                        "passes": [p["name"] for p in exported[variant].get("onnx", {}).get("passes", [])
+                        "parity_max_abs_rel": exported[variant].parity.max_abs_rel,
+                        "passes": [p.name for p in (exported[variant].onnx.passes if exported[variant].onnx else [])
                                    if p["changed"]]}
-    auto = exported["auto"]["onnx"]["auto"]
+    auto = exported["auto"].onnx.auto
     row["auto_winner"] = auto["winner"]
     row["auto_reason"] = auto["reason"]
     row["auto_candidates"] = [

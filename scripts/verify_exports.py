@@ -41,10 +41,10 @@ def main() -> int:
                 try:
                     result = export(ExportRequest(name, args.target, precision, out=Path(out), batch=tuple(args.batch),
                                                   gate=False), onnx_cache=onnx_cache)
-                    parity = result.manifest["parity"]
-                    row.update({k: parity.get(k) for k in ("passed", "skipped", "max_abs_rel", "cosine",
-                                                           "top1_agreement")})
-                    row["batches"] = [b["batch"] for b in parity.get("batches", [])]
+                    parity = result.manifest.parity
+                    row.update({k: getattr(parity, k) for k in ("passed", "skipped", "max_abs_rel", "cosine",
+                                                                "top1_agreement")})
+                    row["batches"] = [b["batch"] for b in parity.batches or []]
                 except DeployError as exc:
                     row.update(passed=False, error=str(exc))
                 row["seconds"] = round(time.perf_counter() - start, 1)

@@ -28,17 +28,17 @@ ZOO_224 = {
 def test_zoo_model_passes_fp32_parity_on_onnxruntime(tmp_path, name):
     pools, folded = ZOO_224[name]
     result = export(ExportRequest(name, "onnxruntime", out=tmp_path, batch=(1, 4)))
-    parity = result.manifest["parity"]
-    assert parity["passed"], parity["reason"]
-    assert [b["batch"] for b in parity["batches"]] == [1, 4]
-    assert parity["max_abs_rel"] <= 1e-4
+    parity = result.manifest.parity
+    assert parity.passed, parity.reason
+    assert [b["batch"] for b in parity.batches] == [1, 4]
+    assert parity.max_abs_rel <= 1e-4
     proto = onnx.load(str(result.artifact_dir / "model.onnx"))
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
-    records = {r["name"]: r["changed"] for r in result.manifest["onnx"]["passes"]}
+    records = {r.name: r.changed for r in result.manifest.onnx.passes}
     assert list(records) == list(get_target("onnxruntime").default_passes)
     assert records["pool1d-to-2d"] == pools
-    assert result.manifest["model"]["batchnorm_folded"] == folded
-    histogram = result.manifest["onnx"]["op_histogram"]
+    assert result.manifest.model.batchnorm_folded == folded
+    histogram = result.manifest.onnx.op_histogram
     assert "BatchNormalization" not in histogram and "Einsum" not in histogram
 
 
@@ -85,7 +85,9 @@ def test_corrupt_engine_is_a_clear_error(exported, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(exported.artifact_dir, copy)
     (copy / "model.onnx").write_bytes(b"\x00garbage")
-    runner, _ = load_artifact(copy)
+    with pytest.raises(DeployError, match="does not match its manifest"):
+        load_artifact(copy)  # the manifest's hash catches it first (tests/test_faults.py)
+    runner = runtimes.get_backend("onnxruntime").load(copy, "model.onnx", runtimes.BuildOptions())
     with pytest.raises(runtimes.EngineLoadError, match="cannot load"):
         runner.activate()
 
@@ -138,8 +140,8 @@ def test_precision_the_target_cannot_build():
 
 def test_torch_target_round_trips_through_torch_export(tmp_path):
     result = export(ExportRequest("hvt_ti_1", "torch", out=tmp_path, batch=(1, 2)))
-    assert result.manifest["engine"]["files"] == ["model.pt2"]
-    assert result.manifest["parity"]["max_abs"] < 1e-5
+    assert result.manifest.engine.files == ["model.pt2"]
+    assert result.manifest.parity.max_abs < 1e-5
     runner, _ = load_artifact(result.artifact_dir)
     with runner:
         assert runner.infer({"input": np.zeros((2, 3, 224, 224), np.float32)})["logits"].shape == (2, 1000)

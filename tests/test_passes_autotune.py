@@ -140,11 +140,11 @@ def test_export_with_passes_auto_records_the_candidates(tmp_path):
 
     result = export(ExportRequest("hvt_digits", "onnxruntime", out=tmp_path, batch=(1,), passes="auto",
                                   autotune=TINY))
-    onnx_record = result.manifest["onnx"]
-    auto = onnx_record["auto"]
+    onnx_record = result.manifest.onnx
+    auto = onnx_record.auto
     assert auto["winner"] in {c["label"] for c in auto["candidates"]}
-    assert [p["name"] for p in onnx_record["passes"]] == auto["passes"]
-    assert result.manifest["parity"]["passed"]
+    assert [p.name for p in onnx_record.passes] == auto["passes"]
+    assert result.manifest.parity.passed
     assert onnx.load(str(result.artifact_dir / "model.onnx"))
     assert np.isfinite(auto["seconds"])
 

@@ -119,9 +119,9 @@ def test_export_onnxruntime_fp16_passes_the_fp16_gate(tmp_path):
     result = export(ExportRequest("hvt_digits", "onnxruntime", "fp16", out=tmp_path, batch=(1, 2)))
     manifest = result.manifest
     assert result.artifact_dir.name == "onnxruntime-fp16"
-    assert manifest["parity"]["passed"], manifest["parity"]["reason"]
-    assert manifest["parity"]["tolerance"]["max_abs_rel"] == TOLERANCES["fp16"].max_abs_rel
-    assert manifest["onnx"]["passes"][-1]["name"] == "fp16-convert"
+    assert manifest.parity.passed, manifest.parity.reason
+    assert manifest.parity.tolerance["max_abs_rel"] == TOLERANCES["fp16"].max_abs_rel
+    assert manifest.onnx.passes[-1].name == "fp16-convert"
     proto = onnx.load(str(result.artifact_dir / "model.onnx"))
     assert proto.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
     assert sum(t.data_type == TensorProto.FLOAT16 for t in proto.graph.initializer) > 10

@@ -29,7 +29,7 @@ from ..timing import LatencyStats, input_feeds, timed_runs, warm_up
 from .accuracy import References, engine_accuracy
 from .memory import MemoryWatch
 from .plan import Group
-from .results import AccuracyRecord, ParitySummary, PassCount, ResultRow, Status
+from .results import AccuracyRecord, ParitySummary, ResultRow, Status
 from .settings import BenchSettings
 
 if TYPE_CHECKING:
@@ -57,12 +57,11 @@ def run_group(group: Group, context: GroupContext) -> list[ResultRow]:
         if not status.available:
             return _marked(rows, "unavailable", status.reason)
         exported = export(_export_request(group, context), onnx_cache=context.onnx_cache)
-        parity = exported.manifest["parity"]
-        onnx_passes = exported.manifest.get("onnx", {}).get("passes", [])
-        rows = [replace(row, parity=ParitySummary.of(parity), passes=[PassCount(**p) for p in onnx_passes])
-                for row in rows]
-        if not status.can_run:
-            return _marked(rows, "unavailable", parity["skipped"])
+        manifest = exported.manifest
+        passes = list(manifest.onnx.passes) if manifest.onnx else []
+        rows = [replace(row, parity=ParitySummary.of(manifest.parity), passes=passes) for row in rows]
+        if manifest.status == "unverified":  # built, but this machine cannot run it: no latency, no parity
+            return _marked(rows, "unverified", manifest.parity.skipped or "parity could not run here")
         return _run_engine(exported, info, rows, context)
     except (DeployError, models.ModelError, runtimes.RuntimeAdapterError) as exc:
         return _marked(rows, "failed", str(exc))

@@ -16,17 +16,22 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
 from pydantic import Field, TypeAdapter, ValidationError
 
 from ..errors import DeployError
 from ..fileio import write_json_atomic, write_text_atomic
+from ..passes.record import PassRecord
+
+if TYPE_CHECKING:
+    from ..export.manifest import ParityRecord
 from ..timing import LatencyStats
 from .settings import BenchSettings
 
 SCHEMA_VERSION = 2
-Status = Literal["ok", "failed", "unavailable"]
+# unavailable: the runtime is not installed here; unverified: built, but it cannot run here (no parity, no latency).
+Status = Literal["ok", "failed", "unavailable", "unverified"]
 
 
 def _absent(value: object) -> bool:
@@ -44,12 +49,6 @@ class CellKey(NamedTuple):
 
 
 @dataclass
-class PassCount:
-    name: str
-    changed: int
-
-
-@dataclass
 class ParitySummary:
     """The parity gate's worst figures for the engine (all batches), or why it was skipped."""
 
@@ -61,10 +60,10 @@ class ParitySummary:
     skipped: Annotated[str | None, OMITTED_IF_NONE] = None
 
     @classmethod
-    def of(cls, record: dict[str, Any]) -> ParitySummary:
+    def of(cls, record: ParityRecord) -> ParitySummary:
         """From the manifest's parity record."""
-        return cls(**{key: record[key] for key in ("passed", "max_abs", "max_abs_rel", "cosine", "top1_agreement",
-                                                   "skipped") if key in record})
+        return cls(passed=record.passed, max_abs=record.max_abs, max_abs_rel=record.max_abs_rel, cosine=record.cosine,
+                   top1_agreement=record.top1_agreement, skipped=record.skipped)
 
 
 @dataclass
@@ -125,7 +124,7 @@ class ResultRow:
     warmup_runs: int = 0
     timed_s: float | None = None
     weights: str | None = None
-    passes: Annotated[list[PassCount] | None, OMITTED_IF_NONE] = None
+    passes: Annotated[list[PassRecord] | None, OMITTED_IF_NONE] = None
     load_average: Annotated[list[float | None] | None, OMITTED_IF_NONE] = None
 
     @property

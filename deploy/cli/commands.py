@@ -73,24 +73,24 @@ def cmd_export(args: argparse.Namespace) -> int:
         gate=args.gate, runtime_options=runtime_options(args.target, args.option),
     )
     result = export(request)
-    m = result.manifest
-    parity = m["parity"]
-    print(f"artifact: {result.artifact_dir}")
-    auto = m.get("onnx", {}).get("auto")
-    if auto:
-        print(f"passes auto: chose {auto['winner']} ({auto['reason']})")
-    for record in m.get("onnx", {}).get("passes", []):
-        print(f"pass {record['name']}: {record['changed']} change(s)")
-    if parity.get("skipped"):
-        print(f"parity: skipped ({parity['skipped']})")
+    manifest = result.manifest
+    parity = manifest.parity
+    print(f"artifact: {result.artifact_dir} ({manifest.status})")
+    if manifest.onnx and manifest.onnx.auto:
+        print(f"passes auto: chose {manifest.onnx.auto['winner']} ({manifest.onnx.auto['reason']})")
+    for record in manifest.onnx.passes if manifest.onnx else []:
+        print(f"pass {record.name}: {record.changed} change(s)")
+    if parity.skipped:
+        print(f"parity: not run, so the engine is unverified ({parity.skipped})")
     else:
-        print(f"parity vs PyTorch ({m['precision']}, batches {', '.join(str(b['batch']) for b in parity['batches'])}): "
-              f"{'PASS' if parity['passed'] else 'FAIL'}  max|err| {parity['max_abs']:.3g} "
-              f"({parity['max_abs_rel']:.2g} of scale), cosine {parity['cosine']:.6f}, "
-              f"top-1 agreement {parity['top1_agreement']:.2f}")
-    if m["weights"]["source"] == "random-init":
+        batches = ", ".join(str(b["batch"]) for b in parity.batches or [])
+        print(f"parity vs PyTorch ({manifest.precision}, batches {batches}): "
+              f"{'PASS' if parity.passed else 'FAIL'}  max|err| {parity.max_abs:.3g} "
+              f"({parity.max_abs_rel:.2g} of scale), cosine {parity.cosine:.6f}, "
+              f"top-1 agreement {parity.top1_agreement:.2f}")
+    if manifest.weights.source == "random-init":
         print("weights: random init (pass --weights for a checkpoint)")
-    return 0 if parity.get("passed") is not False else EXIT_FAILED
+    return 0 if parity.passed is not False else EXIT_FAILED
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -7,12 +7,14 @@ Takes an `EngineJob` (the module, the target's passes) and the request's pass sp
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..passes import run_passes
 from . import onnx_export
 from .autotune import select_passes
+from .manifest import OnnxRecord
 from .onnx_cache import GraphKey, OnnxCache, SavedGraph
 from .targets import resolve_passes
 
@@ -41,7 +43,7 @@ def prepare_onnx(job: EngineJob, key: GraphKey, request: ExportRequest, cache: O
     # Precisions whose graph the export stage converts itself (fp16 with fp32 islands) append their pass.
     pass_names += [name for name in job.target.precision_passes.get(job.precision, ()) if name not in pass_names]
     graph = cache.saved(key, tuple(pass_names)) or _rewrite(clean(), key, tuple(pass_names), cache)
-    return SavedGraph(graph.path, {**graph.details, "auto": auto}) if auto else graph
+    return SavedGraph(graph.path, replace(graph.details, auto=auto)) if auto else graph
 
 
 def _rewrite(clean: onnx.ModelProto, key: GraphKey, pass_names: tuple[str, ...], cache: OnnxCache) -> SavedGraph:
@@ -49,8 +51,7 @@ def _rewrite(clean: onnx.ModelProto, key: GraphKey, pass_names: tuple[str, ...],
     onnx_export.check(proto)
     digest = hashlib.sha1(repr((key, pass_names)).encode()).hexdigest()[:10]
     path = cache.folder / f"{key.slug}-{digest}.onnx"
-    details: dict[str, Any] = {
-        "exporter": EXPORTER, "opset": onnx_export.opset_of(proto), "sha256": onnx_export.save_onnx(proto, path),
-        "passes": [r.to_json() for r in records], "op_histogram": onnx_export.op_histogram(proto),
-    }
+    sha256 = onnx_export.save_onnx(proto, path)
+    details = OnnxRecord(exporter=EXPORTER, opset=onnx_export.opset_of(proto), sha256=sha256, passes=records,
+                         op_histogram=onnx_export.op_histogram(proto))
     return cache.store(key, pass_names, SavedGraph(path, details))

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import onnx
 
+    from .manifest import OnnxRecord
+
 
 @dataclass(frozen=True)
 class GraphKey:
@@ -36,7 +38,7 @@ class SavedGraph:
     """A rewritten graph on disk and its manifest record (exporter, opset, sha256, passes, op histogram)."""
 
     path: Path
-    details: dict[str, Any]
+    details: OnnxRecord
 
 
 class OnnxCache:

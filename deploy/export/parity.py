@@ -56,10 +56,15 @@ def compare(reference: np.ndarray, candidate: np.ndarray, tolerance: Tolerance) 
     if ref.shape != out.shape:
         return ParityReport(ref.shape[0] if ref.ndim else 0, np.inf, np.inf, np.inf, np.inf, 0.0, 0.0, False,
                             f"output shape {out.shape} differs from PyTorch's {ref.shape}")
+    if not np.all(np.isfinite(ref)):
+        # PyTorch fp32 itself: the weights (or the inputs) hold NaN/inf, whatever the engine does.
+        return ParityReport(ref.shape[0], np.inf, np.inf, np.inf, np.inf, 0.0, 0.0, False,
+                            "PyTorch's own outputs are non-finite: the weights or inputs hold NaN/inf, not the engine")
     if not np.all(np.isfinite(out)):
         bad = int(np.size(out) - np.isfinite(out).sum())
         return ParityReport(ref.shape[0], np.inf, np.inf, np.inf, np.inf, 0.0, 0.0, False,
-                            f"{bad} non-finite outputs (overflow?)")
+                            f"{bad} non-finite outputs where PyTorch's are finite: the engine overflows at this "
+                            "precision (try a wider one)")
     diff = np.abs(ref - out)
     scale = float(np.abs(ref).max()) or 1.0
     max_abs = float(diff.max())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from runtimes import Backend, BuildOptions, ModelSource, RuntimeOptions
 
     from .autotune import AutotuneSettings
+    from .manifest import Manifest
     from .targets import TargetSpec
 
 
@@ -42,7 +43,7 @@ class ExportRequest:
 @dataclass
 class ExportResult:
     artifact_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     model: nn.Module
 
 

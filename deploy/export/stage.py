@@ -1,73 +1,127 @@
 """The export stage: zoo model -> ONNX -> passes -> engine -> parity gate -> artifact folder.
 
 Everything a later run needs is in the artifact folder; `manifest.json` says what is in it and how it
-was made. The folder is assembled in a staging folder and only renamed into place when complete.
+was made. The folder is assembled in a staging folder and only renamed into place when complete. A
+request is checked before any work (target, precision, batches, opset, free space); a full disk while
+writing is one line, whatever the runtime raised.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import models
 import runtimes
-from runtimes import BuildOptions, ModelSource, Runner, TensorSpec
+from runtimes import Availability, Backend, BuildOptions, BuildResult, ModelSource, Runner, TensorSpec
 
 from ..errors import DeployError, ParityError
-from ..fileio import ensure_writable, write_json_atomic
-from . import artifacts, onnx_export
+from ..fileio import ensure_writable
+from . import artifacts, limits, onnx_export
 from .accuracy import torch_reference
 from .calibration import calibration_feeds, calibration_note
 from .graph import prepare_onnx
-from .manifest import manifest_head
+from .manifest import (
+    MANIFEST_SCHEMA,
+    EngineRecord,
+    Manifest,
+    Status,
+    TensorRecord,
+    model_record,
+    now,
+    versions,
+    weights_record,
+)
 from .onnx_cache import GraphKey, OnnxCache
 from .request import EngineJob, ExportRequest, ExportResult
-from .targets import get_target
+from .targets import TargetSpec, get_target
 from .verify import verify_engine
 
 if TYPE_CHECKING:
     from torch import nn
 
+log = logging.getLogger("deploy")
+
 
 def export(request: ExportRequest, onnx_cache: OnnxCache | None = None) -> ExportResult:
     """Run the whole stage; raises DeployError (or a zoo/runtime error) with a one-line reason."""
-    spec = get_target(request.target)
-    precision = request.precision or spec.default_precision
-    if precision not in spec.precisions:
-        raise DeployError(f"target {spec.name} cannot build {precision}; it supports {', '.join(spec.precisions)}")
-    backend = runtimes.get_backend(spec.name)
-    status = backend.require()
+    spec, precision, backend, status = _target(request)
     info = models.get_model_info(request.model)
+    limits.check_batches(request.batch, info.name)
+    limits.check_opset(request.opset, spec.name, spec.opset)
     out_root = ensure_writable(request.out)
+    swept = artifacts.sweep(out_root)
+    if swept.folders:
+        log.info("removed %d folder(s) left by killed runs in %s, freeing %.0f MB", swept.folders, out_root,
+                 swept.bytes / 2**20)
+    limits.check_free_space(out_root, int(info.params_m * 1e6 * 4 * 3) + (16 << 20), f"{info.name} on {spec.name}")
     model = _seeded_model(info.name, request)
     # Engines get the BatchNorm-folded module; parity compares them with the unfolded original.
     deployable = _fold_batchnorm(model)
     source = ModelSource([TensorSpec(onnx_export.INPUT_NAME, ("batch", *info.input_size))],
                          [onnx_export.OUTPUT_NAME], module=deployable)
-    manifest = manifest_head(request, info, model, spec.name, precision, status.version)
-    manifest["model"]["batchnorm_folded"] = _folded_count(deployable)
-
     final = artifacts.artifact_dir(out_root, info.name, spec.name, precision)
-    with tempfile.TemporaryDirectory(dir=out_root, prefix=".work-") as work, artifacts.staging(final) as stage:
+    with tempfile.TemporaryDirectory(dir=out_root, prefix=artifacts.owned_prefix("work")) as work, \
+            artifacts.staging(final) as stage, _disk_full_is_one_line(out_root):
         options = BuildOptions(precision=precision, batch=request.batch, threads=request.threads,
                                device=request.device, calibration=calibration_feeds(request, info, precision),
                                runtime=request.runtime_options)
         job = EngineJob(spec, precision, backend, options, source, torch_reference(model), request.seed)
+        onnx_record = None
         if backend.source_kind == "onnx":
             key = GraphKey(info.name, request.weights, request.use_ema, request.seed, request.opset or spec.opset or 0)
             graph = prepare_onnx(job, key, request, onnx_cache or OnnxCache(Path(work)), Path(work))
-            source.onnx_path, manifest["onnx"] = graph.path, graph.details
-        if options.calibration is not None:
-            manifest["calibration"] = calibration_note(request, len(options.calibration))
+            source.onnx_path, onnx_record = graph.path, graph.details
         build = backend.build(source, stage, options)
-        manifest["engine"] = {"files": list(build.files), "details": build.details,
-                              "batches": list(build.batches) if build.batches else "dynamic"}
-        manifest["inputs"] = [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in source.input_specs]
-        manifest["outputs"] = [{"name": onnx_export.OUTPUT_NAME, "shape": ["batch", _num_classes(model)]}]
-        manifest["parity"] = verify_engine(job, status, stage, build, request.batch)
+        manifest = _manifest(request, model, job, status, build, stage)
+        manifest.onnx = onnx_record
+        if options.calibration is not None:
+            manifest.calibration = calibration_note(request, len(options.calibration))
         _publish(manifest, stage, final, request.gate)
     return ExportResult(final, manifest, model)
+
+
+def _target(request: ExportRequest) -> tuple[TargetSpec, str, Backend, Availability]:
+    spec = get_target(request.target)
+    precision = request.precision or spec.default_precision
+    if precision not in spec.precisions:
+        raise DeployError(f"target {spec.name} cannot build {precision}; it supports {', '.join(spec.precisions)}")
+    backend = runtimes.get_backend(spec.name)
+    return spec, precision, backend, backend.require()
+
+
+def _manifest(request: ExportRequest, model: nn.Module, job: EngineJob, status: Availability, build: BuildResult,
+              stage: Path) -> Manifest:
+    info = models.get_model_info(request.model)
+    parity = verify_engine(job, status, stage, build, request.batch)
+    state: Status = "unverified" if parity.passed is None else "ok" if parity.passed else "failed"
+    engine = EngineRecord(files=list(build.files), details=build.details,
+                          batches=list(build.batches) if build.batches else "dynamic",
+                          sha256=artifacts.engine_hashes(stage, build.files))
+    inputs = [TensorRecord(s.name, list(s.shape), s.dtype) for s in job.source.input_specs]
+    outputs = [TensorRecord(onnx_export.OUTPUT_NAME, ["batch", _num_classes(model)])]
+    return Manifest(schema=MANIFEST_SCHEMA, created=now(), model=model_record(info, model, _folded_count(job)),
+                    weights=weights_record(model, request), target=job.target.name, precision=job.precision,
+                    versions=versions(job.target.name, status.version), engine=engine, inputs=inputs,
+                    outputs=outputs, parity=parity, status=state)
+
+
+@contextmanager
+def _disk_full_is_one_line(out: Path) -> Iterator[None]:
+    """A full disk while building or writing, whatever raised it (OSError, a runtime's own error), as one line."""
+    try:
+        yield
+    except Exception as exc:
+        full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in str(exc)
+        if not full:
+            raise
+        raise DeployError(f"no space left on the device holding {out} while writing the artifact; "
+                          "free some space or pass another --out (nothing was published)") from None
 
 
 def _seeded_model(name: str, request: ExportRequest) -> nn.Module:
@@ -80,16 +134,13 @@ def _seeded_model(name: str, request: ExportRequest) -> nn.Module:
         return models.create_model(name, weights=request.weights, use_ema=request.use_ema)
 
 
-def _publish(manifest: dict[str, Any], stage: Path, final: Path, gate: bool) -> None:
+def _publish(manifest: Manifest, stage: Path, final: Path, gate: bool) -> None:
     """Promote the staged folder; one that failed parity goes beside it as `.failed` and raises (when gated)."""
-    passed = manifest["parity"].get("passed")
-    manifest["status"] = "ok" if passed is not False else "failed"
-    write_json_atomic(stage / artifacts.MANIFEST, manifest)
-    if passed is False and gate:
+    artifacts.write_manifest(stage, manifest)
+    if manifest.status == "failed" and gate:
         rejected = artifacts.promote(stage, final.with_name(final.name + ".failed"))
-        model, target, precision = manifest["model"]["name"], manifest["target"], manifest["precision"]
-        raise ParityError(f"{model} on {target} {precision} fails parity with PyTorch: "
-                          f"{manifest['parity']['reason']} (engine kept for inspection in {rejected}, never loaded)")
+        raise ParityError(f"{manifest.model.name} on {manifest.target} {manifest.precision} fails parity with "
+                          f"PyTorch: {manifest.parity.reason} (engine kept for inspection in {rejected}, never loaded)")
     artifacts.promote(stage, final)
 
 
@@ -103,24 +154,25 @@ def _fold_batchnorm(model: nn.Module) -> nn.Module:
     return fuse_batchnorm(model)
 
 
-def _folded_count(model: nn.Module) -> int:
+def _folded_count(job: EngineJob) -> int:
     from models.fuse import FUSED_COUNT_ATTR
 
-    return int(getattr(model, FUSED_COUNT_ATTR, 0))
+    return int(getattr(job.source.module, FUSED_COUNT_ATTR, 0))
 
 
 def _num_classes(model: nn.Module) -> int:
     return int(getattr(model, "num_classes", 0) or 0)
 
 
-def load_artifact(folder: Path, threads: int | None = None) -> tuple[Runner, dict[str, Any]]:
-    """Open a finished artifact folder as a Runner; refuses folders that failed parity or are partial."""
+def load_artifact(folder: Path, threads: int | None = None) -> tuple[Runner, Manifest]:
+    """Open a finished artifact folder as a Runner; refuses folders that failed parity, are partial or changed."""
     manifest = artifacts.read_manifest(folder)
-    if manifest.get("status") != "ok":
+    if manifest.status == "failed":
         raise DeployError(f"{folder} holds an engine that failed parity; re-export it")
-    backend = runtimes.get_backend(manifest["target"])
+    artifacts.verify_files(Path(folder), manifest)
+    backend = runtimes.get_backend(manifest.target)
     backend.require()
-    specs = [TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in manifest["inputs"]]
-    options = BuildOptions(precision=manifest["precision"], threads=threads)
-    return backend.load(Path(folder), manifest["engine"]["files"][0], options, specs,
-                        [o["name"] for o in manifest["outputs"]]), manifest
+    specs = [TensorSpec(i.name, tuple(i.shape), i.dtype) for i in manifest.inputs]
+    options = BuildOptions(precision=manifest.precision, threads=threads)
+    return backend.load(Path(folder), manifest.engine.files[0], options, specs,
+                        [o.name for o in manifest.outputs]), manifest

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..data.images import seeded_batch
+from .manifest import ParityRecord
 from .parity import TOLERANCES, compare, summarise
 
 if TYPE_CHECKING:
@@ -20,14 +21,13 @@ if TYPE_CHECKING:
 
 
 def verify_engine(job: EngineJob, status: Availability, folder: Path, build: BuildResult,
-                  batches: Sequence[int]) -> dict[str, Any]:
+                  batches: Sequence[int]) -> ParityRecord:
     """Parity of the engine in `folder` against PyTorch fp32, or why it could not run here."""
     tolerance = TOLERANCES[job.precision]
-    record: dict[str, Any] = {"tolerance": {"max_abs_rel": tolerance.max_abs_rel, "min_cosine": tolerance.min_cosine},
-                              "inputs": f"standard normal, seed {job.seed}"}
+    limits = {"max_abs_rel": tolerance.max_abs_rel, "min_cosine": tolerance.min_cosine}
+    inputs = f"standard normal, seed {job.seed}"
     if not status.can_run:
-        record.update(passed=None, skipped=f"{job.backend.name} cannot run here: {status.reason}")
-        return record
+        return ParityRecord(limits, inputs, passed=None, skipped=f"{job.backend.name} cannot run here: {status.reason}")
     source = job.source
     spec, output = source.input_specs[0], source.output_names[0]
     # A static-shape engine is checked at the batches it serves; a dynamic one at every requested batch.
@@ -36,5 +36,4 @@ def verify_engine(job: EngineJob, status: Availability, folder: Path, build: Bui
         for batch in sorted(set(build.batches or batches)):
             x = seeded_batch(job.input_size, batch, job.seed + batch)
             reports.append(compare(job.reference(x), runner.infer({spec.name: x})[output], tolerance))
-    record.update(summarise(reports))
-    return record
+    return ParityRecord(limits, inputs, **summarise(reports))

@@ -14,6 +14,10 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 from onnxscript.rewriter import pattern
 
+from .record import PassRecord
+
+__all__ = ["GraphPass", "PassRecord", "register_pass", "rule_pass"]
+
 
 @dataclass(frozen=True)
 class GraphPass:
@@ -21,15 +25,6 @@ class GraphPass:
     description: str
     run: Callable[[ir.Model], int]  # mutates the model, returns how many places it changed
     category: str = "graph"  # attention, pooling, normalization, conv, precision: groups `deploy passes`
-
-
-@dataclass(frozen=True)
-class PassRecord:
-    name: str
-    changed: int
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "changed": self.changed}
 
 
 _PASSES: dict[str, GraphPass] = {}

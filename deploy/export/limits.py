@@ -1,0 +1,115 @@
+"""What a request may ask for, checked before any work: batch sizes, the ONNX opset, and free disk space.
+
+Batch sizes are positive and at most `MAX_BATCH` (the batch range the exported graphs and programs
+declare), and at most what this machine's memory can hold: the largest intermediate tensor of one image
+(traced on the meta device, so it costs no memory) times `LIVE_COPIES`, against the memory available to
+this process (MemAvailable, the cgroup's limit and the address-space rlimit, whichever is smallest).
+`LIVE_COPIES` covers the runtime's workspace, the PyTorch reference and the parity inputs next to the
+engine's own activations; 8 keeps a hvt_s_1 batch of 3000 (6.6 GB of largest tensors alone) out of a
+6 GiB limit, where it was killed for memory.
+"""
+
+from __future__ import annotations
+
+import functools
+import resource
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import DeployError
+
+MAX_BATCH = 1024  # the exported graphs' dynamic batch range is 1..1024
+LIVE_COPIES = 8
+# The dynamo exporter writes opset 18 and newer; an older request used to be converted up silently.
+MIN_OPSET = 18
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: the least of MemAvailable, the cgroup limit and RLIMIT_AS."""
+    candidates = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                candidates.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+        if limit != "max":
+            candidates.append(int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        candidates.append(soft)
+    return min(candidates) if candidates else None
+
+
+@functools.cache
+def largest_activation_bytes(model: str) -> int:
+    """The largest intermediate tensor of one image through `model` (fp32), traced on the meta device."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import models
+    from models.complexity import meta_model
+
+    class Largest(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for tensor in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(tensor, torch.Tensor):
+                    self.largest = max(self.largest, tensor.numel() * tensor.element_size())
+            return out
+
+    module = meta_model(model).eval()
+    x = torch.empty(1, *models.get_model_info(model).input_size, device="meta")
+    with Largest() as tracer, torch.no_grad():
+        module(x)
+    return tracer.largest
+
+
+def check_batches(batches: Sequence[int], model: str, flag: str = "--batch") -> None:
+    """One error line, before any work, for a batch size that is not positive or cannot fit here."""
+    bad = [b for b in batches if isinstance(b, bool) or not isinstance(b, int) or b < 1]
+    if bad or not batches:
+        raise DeployError(f"{flag} {bad[0] if bad else '(none)'}: batch sizes are positive integers")
+    largest = max(batches)
+    if largest > MAX_BATCH:
+        raise DeployError(f"{flag} {largest} is over {MAX_BATCH}, the largest batch the exported engines declare "
+                          f"(their batch range is 1..{MAX_BATCH})")
+    memory = available_memory()
+    if memory is None:
+        return
+    per_image = largest_activation_bytes(model) * LIVE_COPIES
+    fits = max(1, memory // max(per_image, 1))
+    if largest > fits:
+        raise DeployError(f"{flag} {largest} is more than this machine can hold for {model}: about {fits} images "
+                          f"({per_image / 2**20:.0f} MB each, estimated from its largest intermediate tensor; "
+                          f"{memory / 2**30:.1f} GiB available)")
+
+
+def check_opset(opset: int | None, target: str, target_opset: int | None) -> None:
+    """`--opset` must be one the exporter writes and onnx knows, for a target that takes ONNX at all."""
+    if opset is None:
+        return
+    if target_opset is None:
+        raise DeployError(f"--opset: target {target} converts from PyTorch, not ONNX; drop --opset")
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise DeployError(f"--opset {opset} is outside what the exporter writes: {MIN_OPSET}..{newest} "
+                          f"(the default for {target} is {target_opset})")
+
+
+def check_free_space(folder: Path, needed: int, what: str) -> None:
+    """Refuse before writing when the file system holding `folder` has less than `needed` bytes free."""
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise DeployError(f"not enough disk space in {folder} for {what}: {free / 2**20:.0f} MB free, about "
+                          f"{needed / 2**20:.0f} MB needed; free some space or pass another --out")
