@@ -1,6 +1,6 @@
 """CvT: Introducing Convolutions to Vision Transformers (Wu et al., ICCV 2021).
 
-Re-implemented from the facts in `shared/reference/seed-models.md` (official microsoft/CvT,
+Re-implemented from the facts in `docs/models.md` (official microsoft/CvT @ f851e68,
 `lib/models/cls_cvt.py`, `experiments/imagenet/cvt/*.yaml`). Three stages, each a convolutional
 token embedding (conv + LayerNorm) followed by pre-norm transformer blocks whose q/k/v come from
 depthwise-conv + BatchNorm projections (`dw_bn`; k and v at stride 2). Only the last stage has a

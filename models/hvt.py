@@ -1,6 +1,6 @@
 """HVT: Scalable Vision Transformers with Hierarchical Pooling (Pan et al., ICCV 2021).
 
-Re-implemented from the facts in `shared/reference/seed-models.md` (official zhuang-group/HVT):
+Re-implemented from the facts in `docs/models.md` (official zhuang-group/HVT @ f32cc1c):
 no cls token; a 1-D `MaxPool1d(3, stride 2)` over the flattened raster token sequence after the
 first block of each stage, followed by that stage's own learned position embedding; final
 LayerNorm, mean over the remaining tokens, linear head. Key layout matches the official

@@ -1,6 +1,6 @@
 """ViT-ResNAS: Searching for Efficient Multi-Stage Vision Transformers (Liao, Karaman, Sze 2021).
 
-Re-implemented from the facts in `shared/reference/seed-models.md` and the official yilunliao/vit-search
+Re-implemented from the facts in `docs/models.md` and the official yilunliao/vit-search @ 303e7c3
 (`nets/vit_sr_supernet.py`, `nets/patch_conv.py`, `nets/supernet_blocks.py`), inference path of
 `flexible_vit_sr_patch14_224_patch_output` only (no supernet channel masks, no distillation token).
 
@@ -281,7 +281,7 @@ def _register(name: str, network_def: NetworkDef, params_m: float, macs_g: float
 
 
 # params_m / macs_g: this implementation's counts (see tests/test_resnas.py); published MACs are the
-# official `network_utils/compute_flop_mac.py` estimate at 224 (seed-models.md).
+# official `network_utils/compute_flop_mac.py` estimate at 224 (docs/models.md, ViT-ResNAS).
 _register("vit_resnas_tiny", VIT_RESNAS_TINY, 40.794, 1.783, 1.78,
           "scripts/vit-sr-nas/searched_net/tiny.sh")
 _register("vit_resnas_small", VIT_RESNAS_SMALL, 63.724, 2.846, 2.85,

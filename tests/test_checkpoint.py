@@ -17,7 +17,7 @@ class NotAllowed:
 
 
 def official_hvt_s_2_state_dict() -> dict[str, torch.Tensor]:
-    """Built from seed-models.md's key names and shapes, not from our model."""
+    """Built from docs/models.md's key names and shapes, not from our model."""
     dim, hidden = 384, 1536
     state = {
         "patch_embed.proj.weight": torch.randn(dim, 3, 16, 16),

@@ -63,7 +63,7 @@ def test_preprocessing_follows_the_official_eval() -> None:
 
 def official_cvt_state_dict(dims: tuple[int, ...], depths: tuple[int, ...], num_classes: int = 1000,
                             mlp_ratio: int = 4) -> dict[str, torch.Tensor]:
-    """The key names and shapes documented for microsoft/CvT checkpoints (seed-models.md section 2)."""
+    """The key names and shapes documented for microsoft/CvT checkpoints (docs/models.md, CvT)."""
     sd: dict[str, torch.Tensor] = {}
 
     def put(key: str, *shape: int) -> None:

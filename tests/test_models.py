@@ -9,7 +9,7 @@ import models
 from models.complexity import count_macs, count_params, meta_model
 from models.hvt import HVT, pooled_length
 
-# seed-models.md: computed parameter counts (M) and README FLOPs (= ptflops MACs, G).
+# docs/models.md, HVT: computed parameter counts (M) and README FLOPs (= ptflops MACs, G).
 HVT_REFERENCE = {
     "hvt_ti_1": (5.736, 0.64, [196, 97]),
     "hvt_s_0": (22.050, 4.57, [196]),

@@ -103,7 +103,7 @@ def test_registry_entries() -> None:
 # --- official checkpoint layout -----------------------------------------------------------------
 
 def official_resnas_state_dict(network_def, grid: int = 16, mid: int = 24) -> dict[str, torch.Tensor]:
-    """Key names and shapes documented for vit-search checkpoints (seed-models.md section 3),
+    """Key names and shapes documented for vit-search checkpoints (docs/models.md, ViT-ResNAS),
     including the training-only `patch_head`."""
     sd: dict[str, torch.Tensor] = {}
 
