@@ -49,7 +49,8 @@ def read_checkpoint(path: str | Path) -> Any:
         with torch.serialization.safe_globals(SAFE_CHECKPOINT_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        foreign = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        # torch < 2.13: "Unsupported global: GLOBAL x.y"; 2.13: "unsupported GLOBAL x.y whose module x is blocked".
+        foreign = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", str(exc))
         if foreign:
             raise CheckpointError(
                 f"{path} pickles {foreign.group(1)}, which is neither a tensor nor argparse.Namespace; "
@@ -134,6 +135,15 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
     model.load_state_dict(state_dict, strict=True)
 
 
+def check_finite(state_dict: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """Refuse weights holding NaN or inf (a corrupt file or a diverged run), naming the first such tensors."""
+    bad = [name for name, tensor in state_dict.items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise CheckpointError(f"{path} holds non-finite values (NaN or inf) in {len(bad)} tensor(s): "
+                              f"{_summarise(bad, 3)}; the checkpoint is corrupt or comes from a diverged run")
+
+
 def load_checkpoint(
     model: nn.Module,
     path: str | Path,
@@ -146,6 +156,7 @@ def load_checkpoint(
     state_dict, container_key = unwrap_state_dict(raw, container_keys, use_ema)
     if state_dict_filter is not None:
         state_dict = state_dict_filter(state_dict, model)
+    check_finite(state_dict, path)
     load_state_dict_strict(model, state_dict)
     return CheckpointInfo(
         path=str(path),
