@@ -12,8 +12,8 @@ from typing import Any
 from .errors import OutputDirError
 
 
-def ensure_writable(folder: Path) -> Path:
-    """Create `folder` if needed and prove we can write there, before any slow work."""
+def ensure_writable(folder: Path, flag: str = "--out") -> Path:
+    """Create `folder` if needed and prove we can write there, before any slow work; `flag` names the option."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -21,7 +21,7 @@ def ensure_writable(folder: Path) -> Path:
             pass
     except OSError as exc:
         raise OutputDirError(
-            f"cannot write to output folder {folder} ({exc.strerror or exc}); pass a writable --out"
+            f"cannot write to output folder {folder} ({exc.strerror or exc}); pass a writable {flag}"
         ) from None
     return folder
 

@@ -18,10 +18,12 @@ other backend.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import platform
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -293,9 +295,10 @@ def _convert(source: ModelSource, batch: int, batches: list[int], precision: str
     outputs = [ct.TensorType(name=name, dtype=np.float32) for name in source.output_names]
     compute = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
     try:
-        return ct.convert(program, convert_to="mlprogram", inputs=inputs, outputs=outputs,
-                          compute_precision=compute, compute_units=units,
-                          minimum_deployment_target=target)
+        with _quiet_progress():
+            return ct.convert(program, convert_to="mlprogram", inputs=inputs, outputs=outputs,
+                              compute_precision=compute, compute_units=units,
+                              minimum_deployment_target=target)
     except Exception as exc:
         raise RuntimeAdapterError(f"coremltools could not convert the model: {first_line(exc)}") from exc
 
@@ -314,4 +317,12 @@ def _quantize_weights(mlmodel, weight_threshold: int):
 
     config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
         mode="linear_symmetric", dtype="int8", weight_threshold=int(weight_threshold)))
-    return cto.linear_quantize_weights(mlmodel, config=config)
+    with _quiet_progress():
+        return cto.linear_quantize_weights(mlmodel, config=config)
+
+
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """coremltools draws tqdm progress bars on stderr for every pass: keep the CLI's output to what was asked."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield

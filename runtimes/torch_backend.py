@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -68,7 +69,11 @@ class TorchBackend(Backend):
         batch = torch.export.Dim("batch", min=1, max=1024)
         dynamic = tuple({0: batch} for _ in args)
         program = torch.export.export(source.module.eval(), args, dynamic_shapes=dynamic)
-        torch.export.save(program, out_dir / self.engine_file)
+        # Serialised in memory, then written by Python: torch's C++ file writer aborts the whole process
+        # (exit 134) on a full disk, where a Python write raises an OSError the export stage reports.
+        buffer = io.BytesIO()
+        torch.export.save(program, buffer)
+        (Path(out_dir) / self.engine_file).write_bytes(buffer.getvalue())
         return BuildResult(files=(self.engine_file,), details={"format": "torch.export program"})
 
     def load(self, artifact_dir: Path, engine_file: str, options: BuildOptions,

@@ -14,6 +14,7 @@ import pytest
 from deploy import timing
 from deploy.bench import BenchRequest, BenchSettings, LocalExecutor, ResultRow, ResultsFile, Resume, run_bench
 from deploy.bench import group as group_module
+from deploy.bench import run as run_module
 from deploy.bench.plan import plan_matrix
 from deploy.bench.results import CellKey
 from deploy.cli import main
@@ -218,12 +219,12 @@ def test_bench_digits_with_accuracy_writes_json_csv_and_markdown(tmp_path, capsy
 
 def test_bench_resume_with_nothing_left_to_do_runs_nothing(tmp_path, monkeypatch):
     path = tmp_path / "r.json"
-    monkeypatch.setattr(LocalExecutor, "run_group", staticmethod(_fake_group([])))
+    monkeypatch.setattr(run_module, "run_group", _fake_group([]))
     argv = ["bench", "hvt_ti_1", "--target", "torch", "--runs", "2", "--warmup", "0", "--no-progress",
             "--out", str(tmp_path), "--json", str(path)]
     assert main(argv) == 0
     first = json.loads(path.read_text())["results"]
-    monkeypatch.setattr(LocalExecutor, "run_group", staticmethod(lambda *a: pytest.fail("a finished cell ran again")))
+    monkeypatch.setattr(run_module, "run_group", lambda *a: pytest.fail("a finished cell ran again"))
     assert main([*argv, "--resume"]) == 0
     assert json.loads(path.read_text())["results"] == first
 

@@ -10,7 +10,7 @@ import pytest
 from deploy.bench.results import parse_results
 from deploy.cli import main
 from deploy.errors import DeployError
-from deploy.report.compare import compare_reports, parse_threshold
+from deploy.report.compare import Gate, compare_reports, parse_threshold
 
 
 def _row(model: str, target: str, p50: float, status: str = "ok") -> dict:
@@ -71,11 +71,11 @@ def test_faster_and_other_metrics(tmp_path, capsys):
 def test_a_cell_that_now_fails_is_a_regression_but_a_missing_runtime_is_not():
     failed = _report(_row("deit_s", "onnxruntime", 10.0), _row("hvt_s_4", "onnxruntime", 0, status="failed"),
                      _row("hvt_s_4", "openvino", 3.0))
-    entries, regressed = compare_reports(parse_results(OLD, "old"), parse_results(failed, "new"), 0.05)
+    entries, regressed = compare_reports(parse_results(OLD, "old"), parse_results(failed, "new"), Gate(0.05))
     assert regressed and entries[1].verdict.startswith("now failed")
     unavailable = _report(_row("deit_s", "onnxruntime", 10.0), _row("hvt_s_4", "onnxruntime", 4.0),
                           _row("hvt_s_4", "openvino", 0, status="unavailable"), _row("cvt_13", "torch", 50.0))
-    entries, regressed = compare_reports(parse_results(OLD, "old"), parse_results(unavailable, "new"), 0.05)
+    entries, regressed = compare_reports(parse_results(OLD, "old"), parse_results(unavailable, "new"), Gate(0.05))
     assert not regressed
     assert [e.verdict for e in entries] == ["same", "same", "ok -> unavailable", "only in NEW"]
 

@@ -144,9 +144,11 @@ def _timing(value: Any, fail: Fail) -> TimingSettings:
 def read_profile(path: Path) -> DeviceProfile:
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise DeployError(f"cannot read profile {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise DeployError(f"profile {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise DeployError(f"profile {path} is not valid TOML: {exc}") from None
     return parse_profile(data, str(path))
@@ -154,6 +156,9 @@ def read_profile(path: Path) -> DeviceProfile:
 
 def search_path(extra: list[Path] | tuple[Path, ...] = ()) -> list[Path]:
     """Folders searched for a profile name: `--profiles` first, then $VIT_DEPLOY_PROFILES, then shipped."""
+    missing = [str(p) for p in extra if not Path(p).is_dir()]
+    if missing:
+        raise DeployError(f"--profiles {missing[0]} is not a folder (it should hold device profile .toml files)")
     env = [Path(p) for p in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if p]
     return [Path(p) for p in extra] + env + [SHIPPED_DIR]
 

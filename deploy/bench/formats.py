@@ -18,7 +18,21 @@ def _percent(value: float | None) -> str:
     return format_or_dash(100 * value if value is not None else None, ".2f")
 
 
-def format_table(results: list[ResultRow]) -> str:
+def contended(rows: list[ResultRow], cores: int | None) -> list[ResultRow]:
+    """Cells timed while the 1-minute load average exceeded the core count.
+
+    The benchmark alone keeps at most `cores` threads busy, so a higher load means other processes shared
+    the CPU. (The load average lags by about a minute: a hint, not a proof.)
+    """
+    def peak(row: ResultRow) -> float:
+        return max((v for v in row.load_average or [] if v is not None), default=0.0)
+
+    return [r for r in rows if cores and peak(r) > cores]
+
+
+def format_table(results: list[ResultRow], cores: int | None = None) -> str:
+    """The terminal table; a `!` after the status marks a cell timed under contention (see `contended`)."""
+    busy = {id(r) for r in contended(results, cores)}
     with_acc = any(r.accuracy for r in results)
     header = ["model", "target", "prec", "batch", "status", "p50 ms", "p90 ms", "p99 ms", "mean ms",
               "img/s", "runs", "GMACs", "max|err|/scale", "cosine", "top1"]
@@ -27,7 +41,7 @@ def format_table(results: list[ResultRow]) -> str:
     for r in results:
         lat, parity = r.latency_ms, r.parity
         row = [
-            r.model, r.target, r.precision, str(r.batch), r.status,
+            r.model, r.target, r.precision, str(r.batch), r.status + ("!" if id(r) in busy else ""),
             *(format_or_dash(lat.get(k) if lat else None, ".2f") for k in ("p50", "p90", "p99", "mean")),
             f"{r.throughput_ips:.1f}" if r.throughput_ips else "-", str(r.runs or "-"),
             format_or_dash(r.macs / 1e9 if r.macs is not None else None, ".2f"),

@@ -133,6 +133,18 @@ class ResultRow:
 
 
 @dataclass
+class PlanRecord:
+    """What the run was asked to measure, so `bench --resume --json FILE` needs nothing else."""
+
+    models: list[str]
+    targets: list[str]
+    batches: list[int]
+    precision: str | None = None  # one precision for every target
+    precisions: dict[str, list[str]] | None = None  # else per target (a device profile's table)
+    out: str | None = None  # the artifact folder
+
+
+@dataclass
 class ResultsDocument:
     """A whole results file: when and where it ran, with which settings, and its rows in plan order."""
 
@@ -143,6 +155,7 @@ class ResultsDocument:
     resumed: Annotated[list[str] | None, OMITTED_IF_NONE] = None
     environment: dict[str, Any] = field(default_factory=dict)
     settings: BenchSettings = field(default_factory=BenchSettings)
+    plan: Annotated[PlanRecord | None, OMITTED_IF_NONE] = None
     results: list[ResultRow] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:

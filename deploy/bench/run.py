@@ -7,6 +7,7 @@ one after another in this process; tests and the device farm bring their own.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -17,6 +18,8 @@ from typing import Protocol
 import models
 
 from ..errors import DeployError
+from ..export.artifacts import owned_prefix, sweep
+from ..export.limits import check_batches
 from ..export.onnx_cache import OnnxCache
 from ..export.targets import get_target
 from ..fileio import ensure_writable
@@ -25,9 +28,10 @@ from .environment import environment
 from .group import GroupContext, run_group
 from .plan import BenchRequest, Group, pending_groups, plan_matrix
 from .progress import Progress
-from .results import CellKey, ResultRow, ResultsDocument, ResultsFile, load_results
+from .results import CellKey, PlanRecord, ResultRow, ResultsDocument, ResultsFile, load_results
 from .settings import RESUME_KEYS, BenchSettings
 
+log = logging.getLogger("deploy")
 GroupRunner = Callable[[Group, GroupContext], list[ResultRow]]
 Finished = Callable[[list[ResultRow]], None]
 
@@ -38,28 +42,39 @@ class Executor(Protocol):
         """Run every group, calling `started` before and `finished` with its rows after each one."""
 
 
-@dataclass(frozen=True)
 class LocalExecutor:
-    """Groups one after another in this process, sharing one ONNX cache (the plan is model-major)."""
+    """Groups one after another in this process, sharing one ONNX cache (the plan is model-major).
 
-    run_group: GroupRunner = run_group
+    `group_runner` replaces `group.run_group` (tests bring a fake); the default is looked up when it runs.
+    """
+
+    def __init__(self, group_runner: GroupRunner | None = None):
+        self.group_runner = group_runner
 
     def run(self, groups: Sequence[Group], request: BenchRequest, started: Callable[[Group], None],
             finished: Finished) -> None:
         settings = request.settings
         references = References(settings.dataset, settings.dataset_limit) if settings.dataset else None
-        with tempfile.TemporaryDirectory(dir=request.out, prefix=".bench-onnx-") as cache_dir:
+        with tempfile.TemporaryDirectory(dir=request.out, prefix=owned_prefix("bench-onnx")) as cache_dir:
             context = GroupContext(settings, Path(request.out), OnnxCache(Path(cache_dir)), references)
+            run = self.group_runner or run_group
             for group in groups:
                 started(group)
-                finished(self.run_group(group, context))
+                finished(run(group, context))
 
 
 @dataclass(frozen=True)
 class Resume:
-    """Continue the results file: skip the cells it has (failed ones too, unless `retry_failed`)."""
+    """Continue the results file: skip the cells it has, except failed ones with `retry_failed` and the
+    cells `retry` names (`model/target/precision/batch`, or `model/target/precision` for every batch)."""
 
     retry_failed: bool = False
+    retry: tuple[str, ...] = ()
+
+    def reruns(self, row: ResultRow) -> bool:
+        cell = f"{row.model}/{row.target}/{row.precision}"
+        named = cell in self.retry or f"{cell}/{row.batch}" in self.retry
+        return named or (self.retry_failed and row.status == "failed")
 
 
 def now() -> str:
@@ -71,13 +86,18 @@ def run_bench(request: BenchRequest, results: ResultsFile | None = None, *, resu
     """Run the matrix; returns the results document (also written to `results` after every cell)."""
     names = _validated(request)
     ensure_writable(request.out)
+    swept = sweep(request.out)
+    if swept.folders:
+        log.info("removed %d folder(s) left by killed runs in %s, freeing %.0f MB", swept.folders, request.out,
+                 swept.bytes / 2**20)
     results = results or ResultsFile(None)
     plan = plan_matrix(names, request.targets, request.batches, request.precision, request.precisions)
     document = ResultsDocument(created=now(), environment=environment(request.settings.threads, request.device),
-                               settings=request.settings)
+                               settings=request.settings, plan=_plan_record(request, names))
     rows: dict[CellKey, ResultRow] = {}
     if resume and results.path and results.path.exists():
         document, rows = _resumed(results.path, request.settings, resume)
+        document.plan = _plan_record(request, names)
     progress = progress or Progress()
     progress.start(len(plan), sum(1 for key in plan if key in rows))
 
@@ -99,11 +119,19 @@ def run_bench(request: BenchRequest, results: ResultsFile | None = None, *, resu
     return document
 
 
+def _plan_record(request: BenchRequest, names: list[str]) -> PlanRecord:
+    precisions = {t: list(p) for t, p in request.precisions.items()} if request.precisions else None
+    return PlanRecord(models=names, targets=list(request.targets), batches=sorted(set(request.batches)),
+                      precision=request.precision, precisions=precisions, out=str(request.out))
+
+
 def _validated(request: BenchRequest) -> list[str]:
     """The registry names of the requested models; every name, target and dataset checked before any export."""
     names = [models.resolve_name(m) for m in request.models]  # fail fast on a typo
     for target in request.targets:
         get_target(target)
+    for name in names:
+        check_batches(request.batches, name)
     if request.settings.dataset:
         for name in names:
             check_dataset(request.settings.dataset, models.get_model_info(name))
@@ -120,7 +148,7 @@ def _resumed(path: Path, settings: BenchSettings, resume: Resume) -> tuple[Resul
                           "repeat its settings or write a new --json")
     rows: dict[CellKey, ResultRow] = {}
     for row in old.results:
-        if resume.retry_failed and row.status == "failed":
+        if resume.reruns(row):
             continue
         rows.setdefault(row.key, row)  # a cell is kept once, even if a file somehow lists it twice
     return replace(old, settings=settings, complete=False, resumed=[*(old.resumed or []), now()], results=[]), rows

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import DeployError
 from ..timing import TimingSettings
 
 RESUME_KEYS = ("warmup_s", "runs", "duration_s", "buffers", "seed", "passes", "threads", "dataset",
@@ -30,6 +31,16 @@ class BenchSettings:
     passes: str | None = "default"  # as export's --passes
     weights: str | None = None  # a checkpoint, when benchmarking one model
     device: str | None = None  # the device profile's name
+
+    def __post_init__(self) -> None:
+        at_least = {"--runs": (self.runs, 1), "--buffers": (self.buffers, 1), "--warmup": (self.warmup_s, 0),
+                    "--threads": (self.threads, 1), "--limit": (self.dataset_limit, 1), "--seed": (self.seed, 0),
+                    "min_runs": (self.min_runs, 1), "min_warmup_runs": (self.min_warmup_runs, 0)}
+        for flag, (value, floor) in at_least.items():
+            if value is not None and value < floor:
+                raise DeployError(f"{flag} must be at least {floor}, not {value}")
+        if self.duration_s is not None and self.duration_s <= 0:
+            raise DeployError(f"--duration must be more than 0 seconds, not {self.duration_s}")
 
     @property
     def timing(self) -> TimingSettings:

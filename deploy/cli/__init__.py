@@ -6,6 +6,7 @@ shows tracebacks. `parser` holds the arguments, `commands` and `bench_commands` 
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -20,9 +21,20 @@ COMMANDS = {"list": cmd_list, "export": cmd_export, "bench": cmd_bench, "report"
             "compare": cmd_compare, "doctor": cmd_doctor, "passes": cmd_passes, "inspect": cmd_inspect}
 
 
+def _notes_to_stderr() -> None:
+    """The stages' `deploy` logger (notes such as a sweep of killed runs' leftovers) as `note:` lines."""
+    logger = logging.getLogger("deploy")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("note: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("DEPLOY_DEBUG") == "1"
+    _notes_to_stderr()
     from deploy.errors import DeployError, ParityError
     from models import ModelError
     from runtimes import RuntimeAdapterError

@@ -28,22 +28,26 @@ def _bench_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, action="append", help="repeatable (default: the profile's, else 1)")
     _precision_args(p)
     p.add_argument("--weights", help="checkpoint, when benchmarking one model")
-    p.add_argument("--passes", default="default", help="default | none | auto | a,b | +a,-b (as for export)")
+    p.add_argument("--passes", help="default | none | auto | a,b | +a,-b (as for export; default: default)")
     p.add_argument("--runs", type=int, help="timed runs per cell (default: the profile's, else 50)")
     p.add_argument("--duration", type=float, help="time each cell for this many seconds instead of --runs")
     p.add_argument("--warmup", type=float, help="warm-up seconds per cell (default: the profile's, else 1)")
     p.add_argument("--buffers", type=int, help="input buffers rotated through (default 4)")
     p.add_argument("--threads", type=int)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="seed of the timed and parity inputs (default 0)")
     p.add_argument("--dataset", help="top-1/top-5 per engine next to PyTorch's: 'digits' (shipped, for "
                    "hvt_digits) or an image folder with one subfolder per class")
     p.add_argument("--limit", type=int, help="at most this many dataset images (class-balanced)")
-    p.add_argument("--out", default="artifacts", help="where engines (and, without --json, results) are written")
+    p.add_argument("--out", help="where engines (and, without --json, results) are written (default: artifacts)")
     p.add_argument("--json", help="results JSON, rewritten after every cell (default: OUT/bench-*.json)")
     p.add_argument("--csv", help="also write the results as CSV")
     p.add_argument("--md", help="also write the results as a markdown table")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run: skip cells --json has")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run --json records (its models, targets, batches and settings): skip the cells "
+                        "it has; flags given beside it must agree with the file")
     p.add_argument("--retry-failed", action="store_true", help="with --resume, run failed cells again")
+    p.add_argument("--retry", action="append", metavar="MODEL/TARGET/PRECISION[/BATCH]",
+                   help="with --resume, run this cell again (repeatable), e.g. one timed under contention")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="plain lines, no progress bar")
 
     p = sub.add_parser("report", help="HTML report with plots and the MAC-to-latency fidelity table")
@@ -58,6 +62,8 @@ def _bench_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("new", metavar="NEW.json")
     p.add_argument("--max-slowdown", default="5%", help="fail past this slowdown (e.g. 5%%, 0.05)")
     p.add_argument("--metric", default="p50", choices=METRICS)
+    p.add_argument("--allow-missing", action="store_true",
+                   help="a cell OLD has and NEW lacks is listed, not a regression")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,8 +16,12 @@ import resource
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import DeployError
+
+if TYPE_CHECKING:
+    from .request import ExportRequest
 
 MAX_BATCH = 1024  # the exported graphs' dynamic batch range is 1..1024
 LIVE_COPIES = 8
@@ -91,6 +95,13 @@ def check_batches(batches: Sequence[int], model: str, flag: str = "--batch") -> 
         raise DeployError(f"{flag} {largest} is more than this machine can hold for {model}: about {fits} images "
                           f"({per_image / 2**20:.0f} MB each, estimated from its largest intermediate tensor; "
                           f"{memory / 2**30:.1f} GiB available)")
+
+
+def check_counts(request: ExportRequest) -> None:
+    """Threads and calibration samples, where given, are positive."""
+    for flag, value in (("--threads", request.threads), ("--calib-samples", request.calib_samples)):
+        if value is not None and value < 1:
+            raise DeployError(f"{flag} must be at least 1, not {value}")
 
 
 def check_opset(opset: int | None, target: str, target_opset: int | None) -> None:

@@ -79,9 +79,15 @@ def check(proto: onnx.ModelProto) -> None:
 
 def load_onnx(path: Path) -> onnx.ModelProto:
     try:
-        return onnx.load(str(path))
+        proto = onnx.load(str(path))
+    except FileNotFoundError:
+        raise DeployError(f"{path} is not a readable ONNX model (it does not exist)") from None
     except Exception as exc:  # protobuf DecodeError and friends
         raise DeployError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    if proto.ir_version == 0 or not proto.graph.node:
+        # An empty file parses as an empty message: every real model has an IR version and nodes.
+        raise DeployError(f"{path} is not an ONNX model (empty, or a protobuf without a graph)")
+    return proto
 
 
 def save_onnx(proto: onnx.ModelProto, path: Path) -> str:

@@ -53,6 +53,7 @@ def export(request: ExportRequest, onnx_cache: OnnxCache | None = None) -> Expor
     spec, precision, backend, status = _target(request)
     info = models.get_model_info(request.model)
     limits.check_batches(request.batch, info.name)
+    limits.check_counts(request)
     limits.check_opset(request.opset, spec.name, spec.opset)
     out_root = ensure_writable(request.out)
     swept = artifacts.sweep(out_root)

@@ -1,9 +1,10 @@
 """`python -m deploy compare OLD.json NEW.json --max-slowdown 5%`: a regression check between two runs.
 
 Cells are matched on (model, target, precision, batch). A regression is a matched cell whose latency
-(p50 unless `--metric`) grew by more than the threshold, or that was ok and now failed. Cells that
-became unavailable, or exist on one side only, are listed but do not fail the check: a missing runtime
-is a fact about the machine, not about the code.
+(p50 unless `--metric`) grew by more than the threshold, that was ok and now failed, or that OLD has and
+NEW lacks (unless `--allow-missing`): a gate must not pass because the cell it guards stopped running.
+Cells that became unavailable or unverified (a runtime missing on the new machine), or that only NEW has,
+are listed but do not fail the check. Two files that share no cell are an error (exit 2), not a pass.
 """
 
 from __future__ import annotations
@@ -38,20 +39,32 @@ class Comparison:
     regression: bool = False
 
 
-def compare_reports(old: ResultsDocument, new: ResultsDocument, threshold: float,
-                    metric: str = "p50") -> tuple[list[Comparison], bool]:
+@dataclass(frozen=True)
+class Gate:
+    """What counts as a regression: the slowdown threshold, the latency statistic, and missing cells."""
+
+    threshold: float
+    metric: str = "p50"
+    allow_missing: bool = False
+
+
+def compare_reports(old: ResultsDocument, new: ResultsDocument, gate: Gate) -> tuple[list[Comparison], bool]:
     """One entry per cell on either side, with its verdict; and whether any is a regression."""
     old_rows = {r.key: r for r in old.results}
     new_rows = {r.key: r for r in new.results}
-    entries = [_entry(key, old_rows.get(key), new_rows.get(key), threshold, metric)
+    entries = [_entry(key, old_rows.get(key), new_rows.get(key), gate)
                for key in [*old_rows, *(k for k in new_rows if k not in old_rows)]]
     return entries, any(e.regression for e in entries)
 
 
-def _entry(key: CellKey, old: ResultRow | None, new: ResultRow | None, threshold: float, metric: str) -> Comparison:
+def _entry(key: CellKey, old: ResultRow | None, new: ResultRow | None, gate: Gate) -> Comparison:
+    threshold, metric = gate.threshold, gate.metric
     before, after = _latency(old, metric), _latency(new, metric)
-    if old is None or new is None:
-        return Comparison(key, before, after, None, "only in NEW" if old is None else "only in OLD")
+    if old is None:
+        return Comparison(key, before, after, None, "only in NEW")
+    if new is None:
+        return Comparison(key, before, after, None, "only in OLD" + ("" if gate.allow_missing else ": MISSING"),
+                          regression=not gate.allow_missing)
     if old.status == "ok" and new.status == "failed":
         return Comparison(key, before, after, None, f"now failed: {new.error or ''}"[:100], regression=True)
     if before is None or after is None:
@@ -85,13 +98,15 @@ def format_comparison(entries: list[Comparison], threshold: float, metric: str, 
     return "\n".join(lines)
 
 
-def compare_files(old_path: Path, new_path: Path, threshold: float, metric: str = "p50") -> tuple[str, bool]:
-    """The printed comparison and whether it found a regression."""
+def compare_files(old_path: Path, new_path: Path, gate: Gate) -> tuple[str, bool]:
+    """The printed comparison and whether it found a regression; an error when the files share no cell."""
     old, new = load_results(old_path), load_results(new_path)
-    entries, regressed = compare_reports(old, new, threshold, metric)
-    if not entries:
-        raise DeployError(f"{old_path} and {new_path} hold no results to compare")
-    return format_comparison(entries, threshold, metric, _environment_notes(old, new)), regressed
+    shared = {r.key for r in old.results} & {r.key for r in new.results}
+    if not shared:
+        raise DeployError(f"{old_path} ({len(old.results)} cell(s)) and {new_path} ({len(new.results)} cell(s)) "
+                          "share no cell: nothing to compare, so no regression check was made")
+    entries, regressed = compare_reports(old, new, gate)
+    return format_comparison(entries, gate.threshold, gate.metric, _environment_notes(old, new)), regressed
 
 
 def _environment_notes(old: ResultsDocument, new: ResultsDocument) -> list[str]:

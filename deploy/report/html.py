@@ -10,7 +10,7 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bench.formats import format_or_dash
+from ..bench.formats import contended, format_or_dash
 from ..bench.results import MemoryRecord, ResultRow, ResultsDocument, load_results
 from ..errors import DeployError
 from ..fileio import ensure_writable
@@ -143,18 +143,6 @@ def _fidelity_html(series: Series, table: list[FidelityRow], baseline: str) -> s
         f"<td>{kept_text(r.saving_kept)}</td></tr>"
         for r in table)
     return f"{title}<table>{head}{body}</table>"
-
-
-def contended(rows: list[ResultRow], cores: int | None) -> list[ResultRow]:
-    """Cells timed while the 1-minute load average exceeded the core count.
-
-    The benchmark alone keeps at most `cores` threads busy, so a higher load means other processes shared
-    the CPU. (The load average lags by about a minute: a hint, not a proof.)
-    """
-    def peak(row: ResultRow) -> float:
-        return max((v for v in row.load_average or [] if v is not None), default=0.0)
-
-    return [r for r in rows if cores and peak(r) > cores]
 
 
 def _contention_html(headers: list[FileHeader], rows: list[LabelledRow]) -> str:
