@@ -26,5 +26,6 @@ register_model(ModelInfo(
     published_top1=99.78,
     published_source="scripts/train_digits.py: held-out split of sklearn digits (450 images)",
     default_weights="weights/hvt_digits.pth",
+    reference_dataset="digits",
     notes="tiny HVT on sklearn 8x8 digits (upsampled to 32x32); shipped weights",
 ))

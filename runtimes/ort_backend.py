@@ -17,6 +17,7 @@ from .base import (
     EngineLoadError,
     ModelSource,
     Runner,
+    RuntimeAdapterError,
     TensorSpec,
     first_line,
 )
@@ -64,10 +65,17 @@ class OrtRunner(Runner):
         return dict(zip(self.output_names, outputs, strict=True))
 
 
+def _has_qdq(path: Path) -> bool:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)
+
+
 class OrtBackend(Backend):
     name = "onnxruntime"
     pip_extra = None  # part of the default install
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8")
     source_kind = "onnx"
     engine_file = "model.onnx"
 
@@ -82,7 +90,11 @@ class OrtBackend(Backend):
 
     def build(self, source: ModelSource, out_dir: Path, options: BuildOptions) -> BuildResult:
         self.check_precision(options.precision)
-        shutil.copyfile(self.onnx_input(source), out_dir / self.engine_file)
+        onnx_path = self.onnx_input(source)
+        if options.precision == "int8" and not _has_qdq(onnx_path):
+            raise RuntimeAdapterError("onnxruntime int8 runs a Q/DQ ONNX graph (the export stage's int8-qdq pass); "
+                                      "this graph has no QuantizeLinear/DequantizeLinear nodes")
+        shutil.copyfile(onnx_path, out_dir / self.engine_file)
         return BuildResult(files=(self.engine_file,), details={"providers": ["CPUExecutionProvider"]})
 
     def load(self, artifact_dir: Path, engine_file: str, options: BuildOptions,

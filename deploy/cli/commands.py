@@ -70,6 +70,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         use_ema=args.use_ema, out=Path(args.out), passes=args.passes, opset=args.opset,
         batch=tuple(args.batch or (1, 4)), threads=args.threads, device=args.device, seed=args.seed,
         calib_dir=Path(args.calib_dir) if args.calib_dir else None, calib_samples=args.calib_samples,
+        calib_method=args.calib_method,
         gate=args.gate, runtime_options=runtime_options(args.target, args.option),
     )
     result = export(request)
@@ -88,6 +89,13 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"{'PASS' if parity.passed else 'FAIL'}  max|err| {parity.max_abs:.3g} "
               f"({parity.max_abs_rel:.2g} of scale), cosine {parity.cosine:.6f}, "
               f"top-1 agreement {parity.top1_agreement:.2f}")
+    if parity.real_data is not None:
+        real = parity.real_data
+        print(f"real data: {real.images} {real.dataset} images, top-1 {100 * real.top1:.2f}% (PyTorch "
+              f"{100 * real.reference_top1:.2f}%), agreement {100 * real.agreement:.2f}% "
+              f"(gate >= {100 * real.min_agreement:.0f}%)")
+    if parity.note:
+        print(f"note: {parity.note}")
     if manifest.weights.source == "random-init":
         print("weights: random init (pass --weights for a checkpoint)")
     return 0 if parity.passed is not False else EXIT_FAILED

@@ -95,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a setting of the target's runtime adapter, repeatable (e.g. num_streams=1 for openvino, "
                         "compute_units=CPU_AND_NE for coreml); `python -m deploy doctor` lists each target's")
     p.add_argument("--calib-dir", help="images for int8 calibration (class subfolders allowed)")
-    p.add_argument("--calib-samples", type=int, default=64)
+    p.add_argument("--calib-samples", type=int, default=64, help="int8 calibration samples (default 64)")
+    p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
+                   help="how int8 Q/DQ calibration turns activation ranges into scales (default minmax)")
     p.add_argument("--seed", type=int, default=0, help="seed of the parity inputs")
     p.add_argument("--no-gate", dest="gate", action="store_false",
                    help="keep an engine that fails parity (its manifest still says failed)")

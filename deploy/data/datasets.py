@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -27,7 +27,10 @@ if TYPE_CHECKING:
     from models.registry import ModelInfo
 
 DIGITS_FILE = Path(__file__).parent / "digits_test.npz"
+DIGITS_TRAIN_FILE = Path(__file__).parent / "digits_train.npz"  # the training split: int8 calibration images
 SHIPPED = {"digits": DIGITS_FILE}
+SHIPPED_TRAIN = {"digits": DIGITS_TRAIN_FILE}
+Split = Literal["test", "train"]
 
 
 @dataclass
@@ -105,10 +108,14 @@ def _round_robin(groups: list[tuple[int, list[Path]]], limit: int | None) -> lis
     return picked[:limit] if limit else picked
 
 
-def load_dataset(spec: str, info: ModelInfo, limit: int | None = None) -> LabeledSet:
-    """`digits` (shipped) or a class-subfolder image folder, preprocessed for the model `info`."""
+def load_dataset(spec: str, info: ModelInfo, limit: int | None = None, split: Split = "test") -> LabeledSet:
+    """`digits` (shipped) or a class-subfolder image folder, preprocessed for the model `info`.
+
+    `split` picks the shipped set's held-out images ("test", for measuring) or its training images
+    ("train", for calibration); a folder is what it is.
+    """
     if spec in SHIPPED:
-        dataset = load_digits_set(info, SHIPPED[spec], limit)
+        dataset = load_digits_set(info, (SHIPPED_TRAIN if split == "train" else SHIPPED)[spec], limit)
     else:
         dataset = load_image_folder(Path(spec), info, limit)
     num_classes = int(info.config.get("num_classes", 1000))

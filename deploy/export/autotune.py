@@ -78,7 +78,7 @@ class AutotuneSettings:
                 "tie_margin": self.tie_margin}
 
 
-def candidate_sets(target: TargetSpec) -> list[tuple[str, list[str]]]:
+def candidate_sets(target: TargetSpec, precision: str | None = None) -> list[tuple[str, list[str]]]:
     """(label, pass list) to try, simplest first: none, default, then the target's extras.
 
     Extras are written like `--passes` (`+a,-b` edits the default list), so the spec reads as
@@ -86,7 +86,7 @@ def candidate_sets(target: TargetSpec) -> list[tuple[str, list[str]]]:
     """
     out: list[tuple[str, list[str]]] = []
     for spec in ("none", "default", *target.auto_candidates):
-        names = resolve_passes(target, spec)
+        names = resolve_passes(target, spec, precision)
         if all(names != seen for _, seen in out):
             out.append((spec, names))
     return out
@@ -104,11 +104,11 @@ def select_passes(proto: onnx.ModelProto, job: EngineJob, work: Path,
     built: dict[str, str] = {}  # graph digest -> label
     with contextlib.ExitStack() as kept:
         runners: dict[str, Runner] = {}
-        for index, (label, names) in enumerate(candidate_sets(job.target)):
+        for index, (label, names) in enumerate(candidate_sets(job.target, job.precision)):
             record: dict[str, Any] = {"label": label, "passes": names, "status": "ok"}
             records.append(record)
             try:
-                graph, pass_records = run_passes(proto, [*names, *appended])
+                graph, pass_records = run_passes(proto, [*names, *appended], job.calibration)
                 record["changes"] = {r.name: r.changed for r in pass_records}
                 digest = hashlib.sha256(graph.SerializeToString()).hexdigest()
                 if digest in built:

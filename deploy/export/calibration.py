@@ -1,4 +1,5 @@
-"""int8 calibration samples: images from `--calib-dir` in the model's preprocessing, else seeded noise."""
+"""int8 calibration samples, in the model's preprocessing: `--calib-dir` images, else the training split of
+the model's shipped dataset (the digits references), else seeded noise (and the manifest says so)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..data.datasets import load_dataset
 from ..data.images import load_images, seeded_batch
 from . import onnx_export
 
@@ -21,13 +23,18 @@ def calibration_feeds(request: ExportRequest, info: ModelInfo, precision: str) -
         return None
     if request.calib_dir:
         images = load_images(request.calib_dir, info, request.calib_samples)
+    elif info.reference_dataset:
+        images = load_dataset(info.reference_dataset, info, request.calib_samples, split="train").images
     else:
         images = seeded_batch(info.input_size, request.calib_samples, request.seed + 1000)
     return [{onnx_export.INPUT_NAME: image[None]} for image in images]
 
 
-def calibration_note(request: ExportRequest, count: int) -> dict[str, Any]:
+def calibration_note(request: ExportRequest, info: ModelInfo, count: int) -> dict[str, Any]:
+    base = {"samples": count, "method": request.calib_method}
     if request.calib_dir:
-        return {"source": str(request.calib_dir), "samples": count}
-    return {"source": "random", "samples": count,
+        return {"source": str(request.calib_dir), **base}
+    if info.reference_dataset:
+        return {"source": f"{info.reference_dataset} (training split)", **base}
+    return {"source": "random", **base,
             "warning": "calibrated on random inputs (no --calib-dir): int8 ranges are not representative"}

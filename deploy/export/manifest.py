@@ -91,6 +91,19 @@ class TensorRecord:
 
 
 @dataclass
+class RealDataRecord:
+    """Top-1 agreement with PyTorch fp32 on the model's held-out labelled images (the low-precision gate)."""
+
+    dataset: str
+    images: int
+    agreement: float
+    min_agreement: float
+    top1: float
+    reference_top1: float
+    passed: bool
+
+
+@dataclass
 class ParityRecord:
     """The parity gate: tolerance, inputs, and the worst figures over every checked batch (or why skipped)."""
 
@@ -105,6 +118,9 @@ class ParityRecord:
     top1_agreement: Annotated[float | None, OMITTED_IF_NONE] = None
     reason: Annotated[str | None, OMITTED_IF_NONE] = None
     batches: Annotated[list[dict[str, Any]] | None, OMITTED_IF_NONE] = None
+    gate: Annotated[str | None, OMITTED_IF_NONE] = None  # what decided `passed`
+    note: Annotated[str | None, OMITTED_IF_NONE] = None  # e.g. why random-init int8 is recorded, not gated
+    real_data: Annotated[RealDataRecord | None, OMITTED_IF_NONE] = None
 
 
 @dataclass

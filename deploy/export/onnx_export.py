@@ -16,6 +16,7 @@ import onnx
 from runtimes.base import first_line
 
 from ..errors import DeployError
+from ..passes import scopes
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -61,11 +62,12 @@ def _quiet_logger(name: str):
 
 
 def clean_up(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Constant folding, dead-code removal and shape inference with onnxslim."""
+    """Constant folding, dead-code removal and shape inference with onnxslim; each node keeps its module scope."""
     import onnxslim
 
     with contextlib.redirect_stdout(io.StringIO()):
         slimmed = onnxslim.slim(proto)
+    scopes.restore(proto, slimmed)  # onnxslim drops node metadata; profiles and the debugger need it
     check(slimmed)
     return slimmed
 

@@ -17,6 +17,16 @@ class Tolerance:
     max_abs_rel: float | None  # None: not gated (recorded only)
     min_cosine: float
     min_top1: float | None = None
+    seeded_gate: bool = True  # False: seeded-input figures are recorded, the gate is real data only
+
+
+# Low precision on a model with a shipped labelled set is also gated on real images: top-1 agreement with
+# PyTorch fp32 on every held-out image (the digits references: 450).
+LOW_PRECISIONS = ("fp16", "bf16", "int8")
+MIN_AGREEMENT = 0.99
+RANDOM_INT8_NOTE = ("int8 on seeded inputs is recorded, not gated: this model has no shipped labelled set, and on "
+                    "random inputs (and random-init weights) logits are nearly tied, so agreement says nothing; judge "
+                    "it on real images with bench --dataset")
 
 
 # fp32: kernel reordering alone moves logits by ~1e-6 of their scale; 1e-4 leaves room for 12+ blocks.
@@ -24,13 +34,13 @@ class Tolerance:
 # int8 on seeded random inputs is a smoke test, not an accuracy claim: random-init logits are small and
 # nearly tied, so the same NNCF int8 engine type measured anywhere from 0.03 to 0.55 of the output scale
 # (cosine 0.968-0.999) on hvt_s_*/deit_s/cvt_13 depending on the calibration draw, while on the trained
-# digits model it kept 100% top-1 agreement on 450 real images. So int8 is gated on direction (cosine)
-# only; its max error is recorded, and its accuracy is judged on real data (`bench --dataset`).
+# digits model it kept 100% top-1 agreement on 450 real images. So int8's seeded figures are recorded, and
+# it is gated on real images where the model has a shipped labelled set (MIN_AGREEMENT), else not at all.
 TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(1e-4, 0.99999),
     "fp16": Tolerance(2e-2, 0.999),
     "bf16": Tolerance(6e-2, 0.995),
-    "int8": Tolerance(None, 0.95),
+    "int8": Tolerance(None, 0.95, seeded_gate=False),
 }
 
 

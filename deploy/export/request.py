@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
     from runtimes import Backend, BuildOptions, ModelSource, RuntimeOptions
 
+    from ..data.datasets import LabeledSet
+    from ..passes.quantize import Calibration
     from .autotune import AutotuneSettings
     from .manifest import Manifest
     from .targets import TargetSpec
@@ -36,6 +38,7 @@ class ExportRequest:
     seed: int = 0
     calib_dir: Path | None = None
     calib_samples: int = 64
+    calib_method: str = "minmax"  # int8 Q/DQ ranges: minmax, entropy or percentile
     gate: bool = True  # False: keep an engine that fails parity (still recorded as failed)
     runtime_options: RuntimeOptions | None = None  # the target adapter's typed settings (`--option KEY=VALUE`)
 
@@ -58,6 +61,8 @@ class EngineJob:
     source: ModelSource  # input specs, output names and the (BatchNorm-folded) module
     reference: Callable[[np.ndarray], np.ndarray]  # PyTorch fp32 on a numpy batch
     seed: int = 0
+    calibration: Calibration | None = None  # int8: the samples and method the Q/DQ pass calibrates with
+    labelled: LabeledSet | None = None  # the model's held-out labelled images: low precision is gated on them
 
     @property
     def input_size(self) -> tuple[int, ...]:

@@ -20,8 +20,10 @@ import models
 import runtimes
 from runtimes import Availability, Backend, BuildOptions, BuildResult, ModelSource, Runner, TensorSpec
 
+from ..data.datasets import load_dataset
 from ..errors import DeployError, ParityError
 from ..fileio import ensure_writable
+from ..passes.quantize import Calibration
 from . import artifacts, limits, onnx_export
 from .accuracy import torch_reference
 from .calibration import calibration_feeds, calibration_note
@@ -38,6 +40,7 @@ from .manifest import (
     weights_record,
 )
 from .onnx_cache import GraphKey, OnnxCache
+from .parity import LOW_PRECISIONS
 from .request import EngineJob, ExportRequest, ExportResult
 from .targets import TargetSpec, get_target
 from .verify import verify_engine
@@ -72,7 +75,12 @@ def export(request: ExportRequest, onnx_cache: OnnxCache | None = None) -> Expor
         options = BuildOptions(precision=precision, batch=request.batch, threads=request.threads,
                                device=request.device, calibration=calibration_feeds(request, info, precision),
                                runtime=request.runtime_options)
-        job = EngineJob(spec, precision, backend, options, source, torch_reference(model), request.seed)
+        calibration = (Calibration(options.calibration, request.calib_method)  # type: ignore[arg-type]
+                       if options.calibration else None)
+        labelled = (load_dataset(info.reference_dataset, info)
+                    if info.reference_dataset and precision in LOW_PRECISIONS else None)
+        job = EngineJob(spec, precision, backend, options, source, torch_reference(model), request.seed,
+                        calibration, labelled)
         onnx_record = None
         if backend.source_kind == "onnx":
             key = GraphKey(info.name, request.weights, request.use_ema, request.seed, request.opset or spec.opset or 0)
@@ -82,7 +90,7 @@ def export(request: ExportRequest, onnx_cache: OnnxCache | None = None) -> Expor
         manifest = _manifest(request, model, job, status, build, stage)
         manifest.onnx = onnx_record
         if options.calibration is not None:
-            manifest.calibration = calibration_note(request, len(options.calibration))
+            manifest.calibration = calibration_note(request, info, len(options.calibration))
         _publish(manifest, stage, final, request.gate)
     return ExportResult(final, manifest, model)
 

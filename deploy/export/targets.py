@@ -46,6 +46,11 @@ class TargetSpec:
     precision_passes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # What `--passes auto` measures besides `none` and `default`, written as --passes specs.
     auto_candidates: tuple[str, ...] = ()
+    # A precision's own default pass list, where it differs from `default_passes`.
+    precision_defaults: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def defaults_for(self, precision: str | None) -> tuple[str, ...]:
+        return self.precision_defaults.get(precision or self.default_precision, self.default_passes)
 
     @property
     def precisions(self) -> tuple[str, ...]:
@@ -62,8 +67,11 @@ TARGETS: dict[str, TargetSpec] = {
         TargetSpec(
             "onnxruntime", 20, (*_ONNX_DEFAULT, "attention-ort-packed"),
             notes="CPU execution provider; opset 20 keeps Gelu and LayerNormalization as single ops; fp16 is an "
-                  "fp16 graph with fp32 islands (correct, not faster, on CPUs without fp16 arithmetic)",
-            precision_passes={"fp16": ("fp16-convert",)},
+                  "fp16 graph with fp32 islands (correct, not faster, on CPUs without fp16 arithmetic); int8 is the "
+                  "Q/DQ graph, whose MatMuls the CPU EP runs as int8 kernels (com.microsoft.Attention would hide the "
+                  "qkv MatMul from the quantizer, so int8 leaves it out)",
+            precision_passes={"fp16": ("fp16-convert",), "int8": ("int8-qdq",)},
+            precision_defaults={"int8": _ONNX_DEFAULT},
             auto_candidates=(
                 "-attention-ort-packed",
                 "-attention-ort-packed,+attention-split-qkv,+attention-fold-scale",
@@ -83,8 +91,9 @@ TARGETS: dict[str, TargetSpec] = {
         TargetSpec(
             "tensorrt", 20, _ONNX_DEFAULT, default_precision="fp16",
             notes="parser unsqueezes 1-D pooling itself; 2-D is explicit; fp16 is an fp16 graph with fp32 "
-                  "LayerNorm/Softmax/reduction islands for the strongly typed network",
-            precision_passes={"fp16": ("fp16-convert",)},
+                  "LayerNorm/Softmax/reduction islands for the strongly typed network; int8 is the Q/DQ graph "
+                  "(explicit quantization)",
+            precision_passes={"fp16": ("fp16-convert",), "int8": ("int8-qdq",)},
             auto_candidates=(
                 "+attention-split-qkv,+attention-fold-scale",
                 "+attention-onnx",  # IAttention, TensorRT >= 10.14
@@ -106,20 +115,20 @@ def get_target(name: str) -> TargetSpec:
     return TARGETS[name]
 
 
-def resolve_passes(target: TargetSpec, spec: str | None) -> list[str]:
+def resolve_passes(target: TargetSpec, spec: str | None, precision: str | None = None) -> list[str]:
     """`default`/None, `none`, or a comma list: `a,b` replaces, `+a,-b` edits the default list.
 
     `auto` is not a list: the export stage measures `autotune.candidate_sets(target)` and keeps one.
     """
     if spec in (None, "", "default"):
-        return list(target.default_passes)
+        return list(target.defaults_for(precision))
     if spec == "none":
         return []
     if spec == "auto":
         raise DeployError("--passes auto is resolved by measuring candidates (deploy.autotune), not here")
     items = [item.strip() for item in spec.split(",") if item.strip()]
     if all(item[0] in "+-" for item in items):
-        passes = list(target.default_passes)
+        passes = list(target.defaults_for(precision))
         for item in items:
             name = item[1:]
             if item[0] == "+" and name not in passes:

@@ -1,7 +1,10 @@
-"""The parity gate's run: the built engine and PyTorch fp32 on the same seeded inputs, at every batch.
+"""The parity gate's run: the built engine and PyTorch fp32 on the same inputs, at every batch.
 
-Comparison itself is `parity.compare` (kept apart from running, as Polygraphy does); this module runs
-both sides and hands on the manifest's `parity` record.
+Seeded standard-normal inputs at every requested batch for every precision (int8's figures recorded, not
+gated); and for low precision on a model with a shipped labelled set, top-1 agreement with PyTorch on its
+held-out images (>= `MIN_AGREEMENT`), which is then the gate that matters. Comparison itself is
+`parity.compare` (kept apart from running, as Polygraphy does); this module runs both sides and hands on
+the manifest's `parity` record.
 """
 
 from __future__ import annotations
@@ -10,14 +13,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runtimes import Runner
+
 from ..data.images import seeded_batch
-from .manifest import ParityRecord
-from .parity import TOLERANCES, compare, summarise
+from .accuracy import predict, topk
+from .manifest import ParityRecord, RealDataRecord
+from .parity import LOW_PRECISIONS, MIN_AGREEMENT, RANDOM_INT8_NOTE, TOLERANCES, compare, summarise
 
 if TYPE_CHECKING:
     from runtimes import Availability, BuildResult
 
     from .request import EngineJob
+
+FIX_HINT = "find the layer with: python -m deploy debug-precision {model} --target {target} --precision {precision}"
 
 
 def verify_engine(job: EngineJob, status: Availability, folder: Path, build: BuildResult,
@@ -31,9 +39,51 @@ def verify_engine(job: EngineJob, status: Availability, folder: Path, build: Bui
     source = job.source
     spec, output = source.input_specs[0], source.output_names[0]
     # A static-shape engine is checked at the batches it serves; a dynamic one at every requested batch.
-    reports = []
+    served = sorted(set(build.batches or batches))
     with job.backend.load(folder, build.files[0], job.options, source.input_specs, source.output_names) as runner:
-        for batch in sorted(set(build.batches or batches)):
+        reports = []
+        for batch in served:
             x = seeded_batch(job.input_size, batch, job.seed + batch)
             reports.append(compare(job.reference(x), runner.infer({spec.name: x})[output], tolerance))
-    return ParityRecord(limits, inputs, **summarise(reports))
+        real = (_real_data(job, runner, max(served) if build.batches else 64)
+                if job.labelled is not None and job.precision in LOW_PRECISIONS else None)
+    record = ParityRecord(limits, inputs, **summarise(reports), real_data=real)
+    return _decide(record, job, tolerance.seeded_gate)
+
+
+def _decide(record: ParityRecord, job: EngineJob, seeded_gate: bool) -> ParityRecord:
+    """What decides `passed`: the seeded inputs, the real images, or (random-init int8) nothing."""
+    seeded = record.passed if seeded_gate else True
+    if record.real_data is not None:
+        record.gate = (f"seeded inputs and {record.real_data.images} {record.real_data.dataset} images"
+                       if seeded_gate else f"{record.real_data.images} {record.real_data.dataset} images")
+        record.passed = bool(seeded) and record.real_data.passed
+        if not record.real_data.passed:
+            miss = (f"top-1 agreement {record.real_data.agreement:.3f} with PyTorch on the "
+                    f"{record.real_data.dataset} images < {record.real_data.min_agreement}")
+            record.reason = "; ".join(filter(None, [record.reason, miss]))
+    elif seeded_gate:
+        record.gate = "seeded inputs"
+    else:
+        record.gate, record.passed, record.reason, record.note = "recorded only", True, None, RANDOM_INT8_NOTE
+    if record.passed is False and job.precision in LOW_PRECISIONS:
+        hint = FIX_HINT.format(model=_model_name(job), target=job.target.name, precision=job.precision)
+        record.reason = f"{record.reason}; {hint}"
+    return record
+
+
+def _model_name(job: EngineJob) -> str:
+    info = getattr(job.source.module, "model_info", None)
+    return getattr(info, "name", "MODEL")
+
+
+def _real_data(job: EngineJob, runner: Runner, batch: int) -> RealDataRecord:
+    labelled = job.labelled
+    assert labelled is not None
+    spec, output = job.source.input_specs[0], job.source.output_names[0]
+    logits = predict(lambda x: runner.infer({spec.name: x})[output], labelled.images, batch)
+    reference = predict(job.reference, labelled.images, 64)
+    agreement = float((logits.argmax(-1) == reference.argmax(-1)).mean())
+    return RealDataRecord(dataset=labelled.name, images=len(labelled), agreement=agreement,
+                          min_agreement=MIN_AGREEMENT, top1=topk(logits, labelled.labels, 1),
+                          reference_top1=topk(reference, labelled.labels, 1), passed=agreement >= MIN_AGREEMENT)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import onnx
 import onnx_ir as ir
@@ -15,6 +16,9 @@ import onnx_ir.passes.common as common_passes
 from onnxscript.rewriter import pattern
 
 from .record import PassRecord
+
+if TYPE_CHECKING:
+    from .quantize import Calibration
 
 __all__ = ["GraphPass", "PassRecord", "register_pass", "rule_pass"]
 
@@ -25,6 +29,8 @@ class GraphPass:
     description: str
     run: Callable[[ir.Model], int]  # mutates the model, returns how many places it changed
     category: str = "graph"  # attention, pooling, normalization, conv, precision: groups `deploy passes`
+    # A pass that needs calibration samples (int8-qdq) works on the whole ModelProto instead of `run`.
+    calibrated: Callable[[onnx.ModelProto, Calibration], tuple[onnx.ModelProto, PassRecord]] | None = None
 
 
 _PASSES: dict[str, GraphPass] = {}

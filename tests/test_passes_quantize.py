@@ -1,0 +1,176 @@
+"""The int8 Q/DQ pass: TensorRT's explicit-quantization rules, calibration methods, scopes, ORT int8 end to end."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from helpers import randomise_batchnorm, small_hvt
+from onnx import numpy_helper
+
+import models
+from deploy.errors import DeployError
+from deploy.export import ExportRequest, export
+from deploy.export.onnx_export import clean_up, export_onnx
+from deploy.export.targets import get_target
+from deploy.passes import run_passes, scopes
+from deploy.passes.quantize import Calibration, head_nodes, quantize_qdq
+
+FLOAT_ISLANDS = {"LayerNormalization", "Softmax", "Gelu", "MaxPool", "AveragePool", "ReduceMean"}
+
+
+def _calibration(shape, n=16, method="minmax") -> Calibration:
+    rng = np.random.default_rng(0)
+    return Calibration([{"input": rng.standard_normal((1, *shape)).astype(np.float32)} for _ in range(n)], method)
+
+
+def _small_cvt() -> torch.nn.Module:
+    from models.cvt import CvT
+
+    torch.manual_seed(0)
+    return randomise_batchnorm(CvT(embed_dims=(16, 32, 48), depths=(1, 1, 1), num_heads=(1, 2, 3), num_classes=10))
+
+
+@pytest.fixture(scope="module", params=["hvt", "cvt"])
+def int8_graph(request):
+    """(float graph, int8 graph) through ONNX Runtime's default passes plus int8-qdq."""
+    from models.fuse import fuse_batchnorm
+
+    model = small_hvt() if request.param == "hvt" else fuse_batchnorm(_small_cvt())
+    shape = (3, 32, 32) if request.param == "hvt" else (3, 64, 64)
+    clean = clean_up(export_onnx(model, shape, 20))
+    spec = get_target("onnxruntime")
+    names = [*spec.defaults_for("int8"), *spec.precision_passes["int8"]]
+    floating, _ = run_passes(clean, names[:-1])
+    quantized, records = run_passes(clean, names, _calibration(shape))
+    assert records[-1].name == "int8-qdq" and records[-1].changed > 0
+    return floating, quantized, shape
+
+
+def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    out = collections.defaultdict(list)
+    for node in model.graph.node:
+        for name in node.input:
+            out[name].append(node)
+    return out
+
+
+def test_the_qdq_graph_meets_tensorrts_explicit_quantization_rules(int8_graph):
+    floating, quantized, _ = int8_graph
+    initializers = {t.name: numpy_helper.to_array(t) for t in quantized.graph.initializer}
+    consumers = _consumers(quantized)
+    opset = next(o.version for o in quantized.opset_import if o.domain in ("", "ai.onnx"))
+    assert opset >= 13, "per-channel DequantizeLinear needs opset 13"
+    dq_nodes = [n for n in quantized.graph.node if n.op_type == "DequantizeLinear"]
+    assert dq_nodes
+    for node in quantized.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        zero_point = initializers[node.input[2]]
+        assert zero_point.dtype == np.int8 and not zero_point.any(), f"{node.name}: symmetric int8, zero point 0"
+        if node.op_type == "QuantizeLinear":
+            assert node.input[0] not in initializers, f"{node.name}: a constant is quantized at run time"
+    for node in dq_nodes:
+        for user in consumers[node.output[0]]:
+            # Shape reads only the dims (CvT's batch size): not a computation on the quantized values.
+            assert user.op_type in ("MatMul", "Gemm", "Conv", "Shape"), f"{user.op_type} reads int8: must stay float"
+    for node in quantized.graph.node:
+        if node.op_type in FLOAT_ISLANDS:
+            producers = {p.op_type for p in quantized.graph.node for o in p.output if o in node.input}
+            assert "DequantizeLinear" not in producers, f"Q/DQ around {node.op_type}"
+
+
+def test_weights_are_int8_per_channel_on_the_output_axis(int8_graph):
+    _, quantized, shape = int8_graph
+    initializers = {t.name: numpy_helper.to_array(t) for t in quantized.graph.initializer}
+    consumers = _consumers(quantized)
+    checked = collections.Counter()
+    for node in quantized.graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in initializers:
+            continue
+        weight, scale = initializers[node.input[0]], initializers[node.input[1]]
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        (user,) = consumers[node.output[0]]
+        assert weight.dtype == np.int8
+        expected_axis = 1 if user.op_type == "MatMul" else 0
+        assert axis == expected_axis and scale.shape == (weight.shape[expected_axis],), (user.op_type, axis)
+        checked[user.op_type] += 1
+    assert checked["MatMul"] > 0
+
+
+def test_the_classifier_head_and_the_pooling_stay_float(int8_graph):
+    floating, quantized, _ = int8_graph
+    heads = set(head_nodes(floating))
+    assert heads
+    dequantized = {o for n in quantized.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    for node in quantized.graph.node:
+        if node.name in heads:
+            assert not set(node.input) & dequantized, "the head reads float"
+
+
+def test_the_pass_keeps_every_nodes_module_scope(int8_graph):
+    _, quantized, shape = int8_graph
+    bare = [n.op_type for n in quantized.graph.node if scopes.SCOPES not in scopes.metadata(n)]
+    assert not bare, f"nodes without a module scope: {collections.Counter(bare)}"
+    dq_scopes = {scopes.module_path(n) for n in quantized.graph.node if n.op_type == "QuantizeLinear"}
+    assert any(path and ".attn" in path for path in dq_scopes), dq_scopes
+
+
+def test_a_qdq_graph_is_never_quantized_again(int8_graph):
+    _, quantized, shape = int8_graph
+    again, record = quantize_qdq(quantized, _calibration(shape))
+    assert again is quantized and record.changed == 0
+
+
+def test_each_calibration_method_sets_the_activation_scales():
+    clean = clean_up(export_onnx(small_hvt(), (3, 32, 32), 20))
+    feeds = _calibration((3, 32, 32)).feeds
+
+    def activation_scales(method, percentile=99.999):
+        proto, _ = run_passes(clean, ["int8-qdq"], Calibration(feeds, method, percentile))
+        inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+        return np.array([float(inits[n.input[1]]) for n in proto.graph.node if n.op_type == "QuantizeLinear"])
+
+    minmax, entropy, percentile = activation_scales("minmax"), activation_scales("entropy"), activation_scales(
+        "percentile", 99.0)
+    assert len(minmax) == len(entropy) == len(percentile) and (entropy > 0).all()
+    # The KL threshold never exceeds the observed range; the 99th percentile cuts the tails below it.
+    assert (entropy <= minmax * 1.0001).all()
+    assert (percentile <= minmax * 1.0001).all() and (percentile < minmax * 0.9).any()
+
+
+def test_bad_calibration_is_one_clear_error():
+    with pytest.raises(DeployError, match="--calib-method 'kl'"):
+        Calibration([{"input": np.zeros((1, 3, 8, 8), np.float32)}], "kl")
+    with pytest.raises(DeployError, match="needs calibration samples"):
+        run_passes(clean_up(export_onnx(small_hvt(), (3, 32, 32), 20)), ["int8-qdq"])
+
+
+def test_onnxruntime_int8_export_is_gated_on_the_digits(tmp_path):
+    result = export(ExportRequest("hvt_digits", "onnxruntime", "int8", out=tmp_path, batch=(1,)))
+    parity = result.manifest.parity
+    assert result.manifest.onnx.passes[-1].name == "int8-qdq"
+    assert "attention-ort-packed" not in [p.name for p in result.manifest.onnx.passes]
+    assert parity.real_data.images == 450 and parity.real_data.agreement >= 0.99 and parity.passed
+    assert parity.gate == "450 digits images"
+    assert result.manifest.calibration["source"] == "digits (training split)"
+
+
+def test_random_init_int8_is_recorded_not_gated(tmp_path, capsys):
+    from deploy.cli import main
+
+    assert main(["export", "hvt_ti_1", "--int8", "--batch", "1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "note: int8 on seeded inputs is recorded, not gated" in out
+
+
+def test_a_real_data_failure_points_at_the_debugger(tmp_path, monkeypatch):
+    from deploy.export import verify
+
+    monkeypatch.setattr(verify, "MIN_AGREEMENT", 1.01)  # no engine can agree on more than every image
+    with pytest.raises(DeployError, match="debug-precision hvt_digits --target onnxruntime --precision fp16"):
+        export(ExportRequest("hvt_digits", "onnxruntime", "fp16", out=tmp_path, batch=(1,)))
+    assert models.get_model_info("hvt_digits").reference_dataset == "digits"
