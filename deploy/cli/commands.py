@@ -101,6 +101,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0 if parity.passed is not False else EXIT_FAILED
 
 
+def cmd_debug_precision(args: argparse.Namespace) -> int:
+    from deploy.diagnose.precision import format_report
+    from deploy.diagnose.run import DebugRequest, debug_precision
+
+    request = DebugRequest(args.model, args.target, args.precision, weights=args.weights, dataset=args.dataset,
+                           samples=args.samples, calib_method=args.calib_method,
+                           calib_dir=Path(args.calib_dir) if args.calib_dir else None)
+    report, inputs = debug_precision(request)
+    print(f"{args.model} on {args.target} {args.precision} against fp32, on {inputs}")
+    print(format_report(report, args.top))
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from runtimes.doctor import format_report, runtime_report
 

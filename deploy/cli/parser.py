@@ -109,6 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("passes", help="the graph passes and what each does")
 
+    p = sub.add_parser("debug-precision", help="where a low-precision graph loses accuracy: per-layer error vs fp32")
+    p.add_argument("model")
+    p.add_argument("--target", default="onnxruntime", help="whose graph to debug (default onnxruntime)")
+    p.add_argument("--precision", default="int8", choices=["fp16", "int8"], help="default int8")
+    p.add_argument("--weights", help="checkpoint (default: the shipped one, else random init)")
+    p.add_argument("--dataset", help="images to compare on (default: the model's shipped set, else seeded noise)")
+    p.add_argument("--samples", type=int, default=16, help="inputs to compare on (default 16)")
+    p.add_argument("--calib-dir", help="int8 calibration images, as for export")
+    p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    p.add_argument("--top", type=int, default=5, help="how many of the worst layers to list")
+
     p = sub.add_parser("inspect", help="op histogram, opset, inputs and outputs of an ONNX file")
     p.add_argument("file")
     return parser

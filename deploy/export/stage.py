@@ -64,9 +64,9 @@ def export(request: ExportRequest, onnx_cache: OnnxCache | None = None) -> Expor
         log.info("removed %d folder(s) left by killed runs in %s, freeing %.0f MB", swept.folders, out_root,
                  swept.bytes / 2**20)
     limits.check_free_space(out_root, int(info.params_m * 1e6 * 4 * 3) + (16 << 20), f"{info.name} on {spec.name}")
-    model = _seeded_model(info.name, request)
+    model = seeded_model(info.name, request)
     # Engines get the BatchNorm-folded module; parity compares them with the unfolded original.
-    deployable = _fold_batchnorm(model)
+    deployable = fold_batchnorm(model)
     source = ModelSource([TensorSpec(onnx_export.INPUT_NAME, ("batch", *info.input_size))],
                          [onnx_export.OUTPUT_NAME], module=deployable)
     final = artifacts.artifact_dir(out_root, info.name, spec.name, precision)
@@ -133,7 +133,7 @@ def _disk_full_is_one_line(out: Path) -> Iterator[None]:
                           "free some space or pass another --out (nothing was published)") from None
 
 
-def _seeded_model(name: str, request: ExportRequest) -> nn.Module:
+def seeded_model(name: str, request: ExportRequest) -> nn.Module:
     import torch
 
     # Seeded so every export of a random-init model holds the same weights: targets share one cached ONNX
@@ -153,7 +153,7 @@ def _publish(manifest: Manifest, stage: Path, final: Path, gate: bool) -> None:
     artifacts.promote(stage, final)
 
 
-def _fold_batchnorm(model: nn.Module) -> nn.Module:
+def fold_batchnorm(model: nn.Module) -> nn.Module:
     import torch
 
     if not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()):
