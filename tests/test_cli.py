@@ -43,7 +43,7 @@ def test_list_json():
     (["export", "hvt_q"], "unknown model 'hvt_q'; did you mean"),
     (["export", "hvt_s", "--target", "tensorrtt"], "unknown target 'tensorrtt'; did you mean tensorrt"),
     (["export", "hvt_s", "--weights", "/no/such.pth"], "weights file /no/such.pth does not exist"),
-    (["export", "hvt_s", "--int8"], "onnxruntime cannot build int8"),
+    (["export", "hvt_s", "--target", "torch", "--int8"], "torch cannot build int8"),
     (["bench", "hvt_s", "hvt_zz"], "unknown model 'hvt_zz'"),
     (["inspect", "/no/such.onnx"], "not a readable ONNX model"),
     (["export", "hvt_s", "--passes", "nope"], "unknown pass 'nope'"),
