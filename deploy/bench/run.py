@@ -23,7 +23,7 @@ from ..fileio import ensure_writable
 from .accuracy import References, check_dataset
 from .environment import environment
 from .group import GroupContext, run_group
-from .plan import BenchRequest, Group, pending_groups, plan_matrix
+from .plan import BenchRequest, Group, pending_groups
 from .progress import Progress
 from .results import CellKey, ResultRow, ResultsDocument, ResultsFile, load_results
 from .settings import RESUME_KEYS, BenchSettings
@@ -69,10 +69,10 @@ def now() -> str:
 def run_bench(request: BenchRequest, results: ResultsFile | None = None, *, resume: Resume | None = None,
               progress: Progress | None = None, executor: Executor | None = None) -> ResultsDocument:
     """Run the matrix; returns the results document (also written to `results` after every cell)."""
-    names = _validated(request)
+    request = _validated(request)
     ensure_writable(request.out)
     results = results or ResultsFile(None)
-    plan = plan_matrix(names, request.targets, request.batches, request.precision, request.precisions)
+    plan = [key for matrix in request.matrices() for key in matrix.cells()]
     document = ResultsDocument(created=now(), environment=environment(request.settings.threads, request.device),
                                settings=request.settings)
     rows: dict[CellKey, ResultRow] = {}
@@ -89,7 +89,7 @@ def run_bench(request: BenchRequest, results: ResultsFile | None = None, *, resu
             progress.cell_finished(row)
 
     try:
-        (executor or LocalExecutor()).run(pending_groups(plan, rows), replace(request, models=names),
+        (executor or LocalExecutor()).run(pending_groups(plan, rows), request,
                                           lambda group: progress.cell_started(group.keys()[0]), finished)
     finally:
         progress.close()
@@ -99,15 +99,20 @@ def run_bench(request: BenchRequest, results: ResultsFile | None = None, *, resu
     return document
 
 
-def _validated(request: BenchRequest) -> list[str]:
-    """The registry names of the requested models; every name, target and dataset checked before any export."""
-    names = [models.resolve_name(m) for m in request.models]  # fail fast on a typo
-    for target in request.targets:
-        get_target(target)
-    if request.settings.dataset:
-        for name in names:
-            check_dataset(request.settings.dataset, models.get_model_info(name))
-    return names
+def _validated(request: BenchRequest) -> BenchRequest:
+    """The request with registry names for its models; every name, target and dataset checked before any export."""
+    matrices = []
+    for matrix in request.matrices():
+        names = [models.resolve_name(m) for m in matrix.models]  # fail fast on a typo
+        for target in matrix.targets:
+            get_target(target)
+        if request.settings.dataset:
+            for name in names:
+                check_dataset(request.settings.dataset, models.get_model_info(name))
+        matrices.append(replace(matrix, models=names))
+    if request.devices:
+        return replace(request, devices=tuple(matrices))
+    return replace(request, models=matrices[0].models)
 
 
 def _resumed(path: Path, settings: BenchSettings, resume: Resume) -> tuple[ResultsDocument, dict[CellKey, ResultRow]]:

@@ -1,4 +1,4 @@
-"""`python -m deploy list | export | bench | report | compare | doctor | passes | inspect`.
+"""`python -m deploy list | export | bench | report | compare | doctor | passes | inspect | worker`.
 
 Every user-fixable problem ends as one `error:` line and a non-zero exit; `--debug` (or DEPLOY_DEBUG=1)
 shows tracebacks. `parser` holds the arguments, `commands` and `bench_commands` what each command does.
@@ -10,6 +10,7 @@ import os
 import sys
 
 from .bench_commands import cmd_bench, cmd_compare, cmd_report
+from .cluster_commands import cmd_worker
 from .commands import cmd_doctor, cmd_export, cmd_inspect, cmd_list, cmd_passes
 from .parser import build_parser
 
@@ -17,7 +18,8 @@ EXIT_USER_ERROR = 2
 EXIT_FAILED = 1
 
 COMMANDS = {"list": cmd_list, "export": cmd_export, "bench": cmd_bench, "report": cmd_report,
-            "compare": cmd_compare, "doctor": cmd_doctor, "passes": cmd_passes, "inspect": cmd_inspect}
+            "compare": cmd_compare, "doctor": cmd_doctor, "passes": cmd_passes, "inspect": cmd_inspect,
+            "worker": cmd_worker}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,9 @@
 """`python -m deploy compare OLD.json NEW.json --max-slowdown 5%`: a regression check between two runs.
 
-Cells are matched on (model, target, precision, batch). A regression is a matched cell whose latency
-(p50 unless `--metric`) grew by more than the threshold, or that was ok and now failed. Cells that
-became unavailable, or exist on one side only, are listed but do not fail the check: a missing runtime
-is a fact about the machine, not about the code.
+Cells are matched on (model, target, precision, batch), and on the device label in a cluster run's
+files. A regression is a matched cell whose latency (p50 unless `--metric`) grew by more than the
+threshold, or that was ok and now failed. Cells that became unavailable, or exist on one side only, are
+listed but do not fail the check: a missing runtime is a fact about the machine, not about the code.
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ def format_comparison(entries: list[Comparison], threshold: float, metric: str, 
     lines = [f"{'model':<18} {'target':<12} {'prec':<5} {'batch':>5} {'old ' + metric:>10} "
              f"{'new ' + metric:>10} {'change':>8}  verdict"]
     for e in entries:
-        model, target, precision, batch = e.key
+        model, target, precision, batch, device = e.key
+        model = f"{model}@{device}" if device else model  # a cluster run's cells are per device
         old = f"{e.old:.2f}" if e.old is not None else "-"
         new = f"{e.new:.2f}" if e.new is not None else "-"
         change = f"{100 * e.change:+.1f}%" if e.change is not None else "-"
