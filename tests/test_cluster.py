@@ -41,6 +41,24 @@ DEVICES = ("farm-a", "farm-b")
 # ---------------------------------------------------------------- no cluster needed
 
 
+def test_ray_is_imported_only_inside_the_cluster_packages_functions():
+    """No module of the default install imports Ray, and deploy/cluster only does so inside functions."""
+    import ast
+
+    found = []
+    for package in ("deploy", "models", "runtimes"):
+        for path in (ROOT / package).rglob("*.py"):
+            tree = ast.parse(path.read_text())
+            top_level = {id(node) for node in tree.body}
+            for node in ast.walk(tree):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                if any(n == "ray" or n.startswith("ray.") for n in names):
+                    found.append((path.relative_to(ROOT).parts[:2], id(node) in top_level))
+    assert found, "the check sees deploy/cluster's imports"
+    assert all(parts == ("deploy", "cluster") and not top for parts, top in found), found
+
+
 def test_worker_prints_a_join_command_ray_accepts_and_refuses_a_wrong_device(capsys):
     assert main(["worker", "--address", "10.0.0.5:6379", "--dry-run"]) == 0
     command = capsys.readouterr().out.strip()
@@ -53,6 +71,38 @@ def test_worker_prints_a_join_command_ray_accepts_and_refuses_a_wrong_device(cap
     assert main(["worker", "--address", "10.0.0.5:6379", "--device", "jetson", "--dry-run"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --device jetson needs a jetson device")
+
+
+def test_the_report_and_compare_keep_each_device_apart(tmp_path, capsys):
+    """Rows tagged with devices: one fidelity series per device, a per-device table, compare matches per device."""
+    from test_report import synthetic_results
+
+    from deploy.report.html import write_report
+
+    data = synthetic_results({"onnxruntime": 4.0})
+    rows = []
+    for device, scale in (("orin", 1.0), ("mac", 0.5)):
+        for row in data["results"]:
+            node = {"node_id": f"{device}-node-0000", "host": f"{device}-host", "labels": {LABEL: device},
+                    "device": {"profile": device, "detected": {"kinds": ["cpu"]}, "cpu": {"model": f"{device} CPU"}}}
+            latency = row["latency_ms"] and {k: v * scale for k, v in row["latency_ms"].items()}
+            rows.append({**row, "latency_ms": latency, "device": device, "node": node})
+    data["results"] = rows
+    path = tmp_path / "farm.json"
+    path.write_text(json.dumps(data))
+    page, text = write_report([path], tmp_path / "report")
+    assert "orin: onnxruntime fp32, batch 1" in text and "mac: onnxruntime fp32, batch 1" in text
+    html = page.read_text()
+    assert "<h2>Devices</h2>" in html and "orin-node-00 (orin-host)" in html and "mac CPU" in html
+
+    slower = json.loads(path.read_text())
+    for row in slower["results"]:
+        if row["device"] == "mac" and row["latency_ms"]:
+            row["latency_ms"] = {k: v * 2 for k, v in row["latency_ms"].items()}
+    (tmp_path / "slower.json").write_text(json.dumps(slower))
+    assert main(["compare", str(path), str(tmp_path / "slower.json")]) == 1
+    out = capsys.readouterr().out
+    assert out.count("SLOWER") == 5 and all("@mac" in line for line in out.splitlines() if "SLOWER" in line)
 
 
 # ---------------------------------------------------------------- the shared cluster
@@ -164,45 +214,6 @@ def _local_run_without_ray(argv: list[str]) -> None:
         sys.modules["ray"] = ray
 
 
-def test_engines_built_and_timed_on_each_labels_node_match_a_local_run(farm, tmp_path):
-    """Every cell runs on a node of its label (the row's node id proves it) and equals a local run's cell."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        from results_equivalence import comparable, differences
-    finally:
-        sys.path.pop(0)
-    common = ["hvt_digits", "--profiles", str(farm.profiles), "--target", "onnxruntime", "--batch", "1",
-              "--runs", "3", "--warmup", "0", "--no-progress"]
-    remote, local = tmp_path / "remote.json", tmp_path / "local.json"
-    assert main(["bench", *common, "--cluster", farm.address, "--device", "farm-a", "--device", "farm-b",
-                 "--fetch-artifacts", "--out", str(tmp_path / "art"), "--json", str(remote)]) == 0
-    _local_run_without_ray(["bench", *common, "--device", "farm-a", "--out", str(tmp_path / "local-art"),
-                            "--json", str(local)])
-    remote_doc, local_doc = json.loads(remote.read_text()), json.loads(local.read_text())
-    assert remote_doc["complete"] and [r["device"] for r in remote_doc["results"]] == list(DEVICES)
-    for row in remote_doc["results"]:
-        assert row["status"] == "ok" and row["parity"]["passed"] and row["runs"] == 3
-        assert row["node"]["node_id"] == farm.node_ids[row["device"]], "the cell ran on another device's node"
-        assert row["node"]["labels"][LABEL] == row["device"] and row["node"]["device"]["profile"] == row["device"]
-        alone = {**remote_doc, "results": [row]}
-        assert differences(*(comparable(d, ("node", "device"))["results"] for d in (alone, local_doc))) == [], \
-            "the cell equals the local run's apart from timings and node tags"
-        fetched = tmp_path / "art" / f"{row['device']}@{socket.gethostname()}" / "hvt_digits" / "onnxruntime-fp32"
-        assert json.loads((fetched / "manifest.json").read_text())["parity"]["passed"]
-    assert remote_doc["settings"] == {**local_doc["settings"], "device": "farm-a,farm-b"}
-    assert _slots_free(2), "the actors gave their bench slots back"
-
-
-def test_a_device_no_node_has_is_one_error_line_naming_the_clusters_devices(farm, tmp_path, capsys):
-    argv = ["bench", "hvt_digits", "--cluster", farm.address, "--device", "cpu", "--no-progress",
-            "--out", str(tmp_path), "--json", str(tmp_path / "r.json")]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: no node of device cpu in the cluster")
-    assert "farm-a (1 node), farm-b (1 node)" in err[0]
-    assert not (tmp_path / "r.json").exists()
-
-
 def test_doctor_lists_every_node_with_its_label_device_and_runtimes(farm, capsys):
     assert main(["doctor", "--cluster", farm.address, "--profiles", str(farm.profiles), "--json"]) == 0
     answers = {a["node"]["labels"].get(LABEL): a for a in json.loads(capsys.readouterr().out)}
@@ -215,6 +226,42 @@ def test_doctor_lists_every_node_with_its_label_device_and_runtimes(farm, capsys
         runtimes = {r["target"]: r for r in report["runtimes"]}
         assert runtimes["onnxruntime"]["can_run"] and runtimes["onnxruntime"]["version"]
         assert set(runtimes) == {"torch", "onnxruntime", "openvino", "tensorrt", "coreml"}
+
+
+def test_an_engine_built_and_timed_on_a_node_matches_a_local_run(farm, tmp_path):
+    """The real engine (hvt_digits on ONNX Runtime), built, gated and timed on farm-a's node, equals a local run."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from results_equivalence import comparable, differences
+    finally:
+        sys.path.pop(0)
+    common = ["hvt_digits", "--device", "farm-a", "--profiles", str(farm.profiles), "--target", "onnxruntime",
+              "--batch", "1", "--runs", "3", "--warmup", "0", "--no-progress"]
+    remote, local = tmp_path / "remote.json", tmp_path / "local.json"
+    assert main(["bench", *common, "--cluster", farm.address, "--fetch-artifacts", "--out", str(tmp_path / "art"),
+                 "--json", str(remote)]) == 0
+    _local_run_without_ray(["bench", *common, "--out", str(tmp_path / "local-art"), "--json", str(local)])
+    remote_doc, local_doc = json.loads(remote.read_text()), json.loads(local.read_text())
+    assert remote_doc["complete"] and remote_doc["settings"] == local_doc["settings"]
+    assert differences(*(comparable(d, ("node", "device"))["results"] for d in (remote_doc, local_doc))) == [], \
+        "the cells equal the local run's apart from timings and node tags"
+    [row] = remote_doc["results"]
+    assert row["status"] == "ok" and row["parity"]["passed"] and row["runs"] == 3
+    assert row["device"] == "farm-a" and row["node"]["node_id"] == farm.node_ids["farm-a"]
+    assert row["node"]["labels"][LABEL] == "farm-a" and row["node"]["device"]["profile"] == "farm-a"
+    fetched = tmp_path / "art" / f"farm-a@{socket.gethostname()}" / "hvt_digits" / "onnxruntime-fp32"
+    assert json.loads((fetched / "manifest.json").read_text())["parity"]["passed"]
+    assert _slots_free(2), "the actor gave its bench slot back"
+
+
+def test_a_device_no_node_has_is_one_error_line_naming_the_clusters_devices(farm, tmp_path, capsys):
+    argv = ["bench", "hvt_digits", "--cluster", farm.address, "--device", "cpu", "--no-progress",
+            "--out", str(tmp_path), "--json", str(tmp_path / "r.json")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no node of device cpu in the cluster")
+    assert "farm-a (1 node), farm-b (1 node)" in err[0]
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_an_interrupted_cluster_run_resumes_with_only_the_missing_cells(farm, tmp_path):
@@ -257,8 +304,13 @@ def test_a_node_that_leaves_mid_run_fails_its_cells_and_the_rest_finish(farm, tm
     run.join(timeout=60)
     assert not run.is_alive() and "document" in outcome
     rows = {(r.device, r.model, r.batch): r for r in outcome["document"].results}
-    assert len(rows) == 2 + 4 and json.loads(path.read_text())["complete"] is True
-    assert all(rows[("farm-a", model, 1)].status == "ok" for model in ("hvt_digits", "hvt_ti_1"))
+    saved = json.loads(path.read_text())
+    assert len(rows) == 2 + 4 and saved["complete"] is True
+    assert saved["results"] == outcome["document"].to_json()["results"], "one results file, written as it went"
+    for model in ("hvt_digits", "hvt_ti_1"):  # every cell ran on a node of its own label
+        assert rows[("farm-a", model, 1)].status == "ok"
+        assert rows[("farm-a", model, 1)].node.node_id == farm.node_ids["farm-a"]
+        assert rows[("farm-a", model, 1)].runs != os.getpid(), "it ran in a worker process on the node"
     for batch in (1, 2):
         lost, stranded = rows[("farm-b", "deit_s", batch)], rows[("farm-b", "hvt_digits", batch)]
         assert lost.status == stranded.status == "failed"

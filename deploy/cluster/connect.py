@@ -38,6 +38,7 @@ class ClusterNode:
     address: str
     labels: dict[str, str] = field(default_factory=dict)
     slots: float = 0.0
+    cpus: float = 0.0
 
     @property
     def device(self) -> str | None:
@@ -94,7 +95,8 @@ def cluster_nodes(ray: ModuleType) -> list[ClusterNode]:
     return [ClusterNode(node_id=n["NodeID"], host=n.get("NodeManagerHostname") or n["NodeManagerAddress"],
                         address=n["NodeManagerAddress"],
                         labels={k: v for k, v in (n.get("Labels") or {}).items() if not k.startswith("ray.io/")},
-                        slots=float(n.get("Resources", {}).get(SLOT, 0.0)))
+                        slots=float(n.get("Resources", {}).get(SLOT, 0.0)),
+                        cpus=float(n.get("Resources", {}).get("CPU", 0.0)))
             for n in ray.nodes() if n.get("Alive")]
 
 

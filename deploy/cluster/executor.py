@@ -1,7 +1,8 @@
 """`RayExecutor`: the harness's groups run on the cluster's devices, each on a node of its device label.
 
 One `NodeBench` actor is placed on every node of each requested label (it holds the node's one
-`bench_slot`, so two groups never time at once on a device). Each free actor takes the next group of its
+`bench_slot`, so two groups never time at once on a device, and all its CPUs, so no other Ray work runs
+beside the timing). Each free actor takes the next group of its
 label that its node can run (the node's own doctor answer decides; a group no node of the label can run
 goes to any of them and comes back `unavailable`, as it would locally). Rows are handed to `finished` as
 each group returns, so the driver writes the results file after every cell as a local run does. A node
@@ -61,6 +62,8 @@ class RayExecutor:
     def _placed(self, ray: ModuleType, request: BenchRequest,
                 nodes: dict[str, list[ClusterNode]]) -> Iterator[list[_Slot]]:
         """An actor on every node of each label, ready; all of them killed when the block ends (Ctrl-C too)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
         weights = _weights(ray, request)
         actor_class = ray.remote(NodeBench)
         pending: dict[Any, tuple[Any, str]] = {}
@@ -68,9 +71,13 @@ class RayExecutor:
             setup = NodeSetup(device=device, profile=self.profiles[device], settings=request.settings,
                               out=str(request.out), targets=_targets(request, device), run_group=self.run_group,
                               weights_name=Path(request.settings.weights).name if request.settings.weights else None)
-            for _ in members:
-                actor = actor_class.options(label_selector={LABEL: device}, resources={SLOT: 1}, num_cpus=0,
-                                            max_restarts=0, max_task_retries=0).remote(setup, weights)
+            for node in members:
+                # The whole node: its slot, and all its CPUs, so no other Ray work competes with the timing (and Ray
+                # sets OMP_NUM_THREADS to all of them, not to the 1 it forces on an actor that holds none).
+                pinned = NodeAffinitySchedulingStrategy(node.node_id, soft=False)
+                actor = actor_class.options(label_selector={LABEL: device}, scheduling_strategy=pinned,
+                                            resources={SLOT: 1}, num_cpus=node.cpus, max_restarts=0,
+                                            max_task_retries=0).remote(setup, weights)
                 pending[actor.describe.remote()] = (actor, device)
         try:
             slots = _ready_slots(ray, pending, self.place_timeout_s, self.notice)
@@ -167,6 +174,7 @@ class _Dispatch:
                 continue
             except self.ray.exceptions.RayError as exc:  # the group's own call failed (it never raises by design)
                 rows, archive = self._failed(group, slot, f"remote error: {_first_line(exc)}"), None
+            self._hand_out()  # the node's next group first: the device works while the driver writes the file
             if archive is not None:
                 self._unpack(slot, group, archive)
             self.finished(rows)
