@@ -104,6 +104,15 @@ def test_the_report_and_compare_keep_each_device_apart(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("SLOWER") == 5 and all("@mac" in line for line in out.splitlines() if "SLOWER" in line)
 
+    mac_only = {**slower, "results": [r for r in slower["results"] if r["device"] == "mac"]}
+    local = {**data, "results": [{k: v for k, v in r.items() if k not in ("device", "node")}
+                                 for r in data["results"] if r["device"] == "mac"]}
+    for name, document in (("mac.json", mac_only), ("local.json", local)):
+        (tmp_path / name).write_text(json.dumps(document))
+    assert main(["compare", str(tmp_path / "local.json"), str(tmp_path / "mac.json")]) == 1
+    out = capsys.readouterr().out
+    assert out.count("SLOWER") == 5 and "only in" not in out, "a local run matches a one-device cluster run's cells"
+
 
 # ---------------------------------------------------------------- the shared cluster
 

@@ -1,15 +1,16 @@
 """`python -m deploy compare OLD.json NEW.json --max-slowdown 5%`: a regression check between two runs.
 
 Cells are matched on (model, target, precision, batch), and on the device label in a cluster run's
-files. A regression is a matched cell whose latency (p50 unless `--metric`) grew by more than the
-threshold, or that was ok and now failed. Cells that became unavailable, or exist on one side only, are
-listed but do not fail the check: a missing runtime is a fact about the machine, not about the code.
+files (a local run against a cluster run of one device matches without it). A regression is a matched
+cell whose latency (p50 unless `--metric`) grew by more than the threshold, or that was ok and now
+failed. Cells that became unavailable, or exist on one side only, are listed but do not fail the check:
+a missing runtime is a fact about the machine, not about the code.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,11 +42,21 @@ class Comparison:
 def compare_reports(old: ResultsDocument, new: ResultsDocument, threshold: float,
                     metric: str = "p50") -> tuple[list[Comparison], bool]:
     """One entry per cell on either side, with its verdict; and whether any is a regression."""
-    old_rows = {r.key: r for r in old.results}
-    new_rows = {r.key: r for r in new.results}
+    key = _key_for(old, new)
+    old_rows = {key(r): r for r in old.results}
+    new_rows = {key(r): r for r in new.results}
     entries = [_entry(key, old_rows.get(key), new_rows.get(key), threshold, metric)
                for key in [*old_rows, *(k for k in new_rows if k not in old_rows)]]
     return entries, any(e.regression for e in entries)
+
+
+def _key_for(old: ResultsDocument, new: ResultsDocument) -> Callable[[ResultRow], CellKey]:
+    """Cells match on their device label too, except a local run against a cluster run of one device."""
+    old_labels, new_labels = ({r.device for r in doc.results} for doc in (old, new))
+    one_device = {frozenset({None}), frozenset(old_labels | new_labels) - {None}}
+    if len(old_labels | new_labels) == 2 and {frozenset(old_labels), frozenset(new_labels)} == one_device:
+        return lambda row: row.key._replace(device=None)
+    return lambda row: row.key
 
 
 def _entry(key: CellKey, old: ResultRow | None, new: ResultRow | None, threshold: float, metric: str) -> Comparison:
