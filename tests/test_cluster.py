@@ -73,6 +73,16 @@ def test_worker_prints_a_join_command_ray_accepts_and_refuses_a_wrong_device(cap
     assert len(err) == 1 and err[0].startswith("error: --device jetson needs a jetson device")
 
 
+def test_an_unreachable_head_is_one_error_line(tmp_path, capsys):
+    """Nothing listens on port 1 of this machine: one line at once (ray.init alone would retry for minutes)."""
+    argv = ["bench", "hvt_digits", "--cluster", f"{LOOPBACK}:1", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    expected = ("error: cannot reach the Ray head at 127.0.0.1:1" if importlib.util.find_spec("ray")
+                else "error: --cluster needs Ray: pip install -e .[cluster]")
+    assert len(err) == 1 and err[0].startswith(expected)
+
+
 def test_the_report_and_compare_keep_each_device_apart(tmp_path, capsys):
     """Rows tagged with devices: one fidelity series per device, a per-device table, compare matches per device."""
     from test_report import synthetic_results
