@@ -35,6 +35,10 @@ from .connect import LABEL, SLOT, ClusterNode, bench_nodes, cluster_nodes, conne
 from .node import NodeBench, NodeReport, NodeSetup, node_folder, package_version, unpack_archive
 
 
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 @dataclass(frozen=True)
 class RayExecutor:
     """Run the groups on the cluster at `address`; `profiles` maps each device label to its profile."""
@@ -44,7 +48,7 @@ class RayExecutor:
     fetch_artifacts: bool = False
     run_group: GroupRunner = run_group
     place_timeout_s: float = 120.0  # how long a node may take to start its actor (imports, runtime probes)
-    notice: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr, flush=True))  # stderr
+    notice: Callable[[str], None] = field(default=_to_stderr)  # nodes that could not serve
 
     def run(self, groups: Sequence[Group], request: BenchRequest, started: Callable[[Group], None],
             finished: Finished) -> None:

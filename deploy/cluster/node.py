@@ -149,7 +149,8 @@ class NodeBench:
             rows = self.setup.run_group(group, self.context)
         tagged = [replace(row, weights=self.setup.settings.weights or row.weights, device=group.device,
                           node=self.report.record) for row in rows]
-        return tagged, (self._archive(group) if fetch else None)
+        exported = any(row.parity is not None for row in rows)  # this run built it (not an older run's folder)
+        return tagged, (self._archive(group) if fetch and exported else None)
 
     def _archive(self, group: Group) -> bytes | None:
         folder = artifact_dir(self.folder, group.model, group.target, group.precision)
