@@ -2,11 +2,13 @@
 
     python scripts/results_equivalence.py BEFORE.json AFTER.json [--also-ignore KEY ...]
 
-Cells are matched on (model, target, precision, batch). Ignored: the file's created/updated/resumed
-stamps, and in each row what depends on the clock or the machine's state: latency, throughput, timed
-seconds, load average, memory and power, and `--passes auto`'s own timings (its candidates' latencies and
-the seconds it took). Everything else (status, errors, parity figures, accuracy, passes and their
-counts, settings, environment) must be equal. Exit 0 when they are, 1 with the differences otherwise.
+Cells are matched on (model, target, precision, batch), and a cluster run's on their device label too
+(`--also-ignore node --also-ignore device` compares a cluster run's cells with a local run's). Ignored:
+the file's created/updated/resumed stamps, and in each row what depends on the clock or the machine's
+state: latency, throughput, timed seconds, load average, memory and power, and `--passes auto`'s own
+timings (its candidates' latencies and the seconds it took). Everything else (status, errors, parity
+figures, accuracy, passes and their counts, settings, environment) must be equal. Exit 0 when they are,
+1 with the differences otherwise.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ TIMESTAMPS = ("created", "updated", "resumed")
 CLOCK_FIELDS = ("latency_ms", "throughput_ips", "timed_s", "load_average", "memory", "power")
 
 
-def _cell(row: dict[str, Any]) -> tuple:
-    return (row["model"], row["target"], row["precision"], row["batch"])
+def _cell(row: dict[str, Any], ignored: tuple[str, ...] = ()) -> tuple:
+    """The cell's key; a cluster run's rows also carry their device label (unless it is ignored)."""
+    device = () if "device" in ignored or "device" not in row else (row["device"],)
+    return (row["model"], row["target"], row["precision"], row["batch"], *device)
 
 
 def differences(before: Any, after: Any, where: str = "") -> list[str]:
@@ -46,7 +50,7 @@ def comparable(document: dict[str, Any], ignored: tuple[str, ...]) -> dict[str, 
     rows = {}
     for row in document.get("results", []):
         kept = {k: v for k, v in row.items() if k not in CLOCK_FIELDS and k not in ignored}
-        rows[repr(_cell(row))] = kept
+        rows[repr(_cell(row, ignored))] = kept
     head = {k: v for k, v in document.items() if k not in (*TIMESTAMPS, "results") and k not in ignored}
     return {**head, "results": rows}
 

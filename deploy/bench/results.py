@@ -46,6 +46,7 @@ class CellKey(NamedTuple):
     target: str
     precision: str
     batch: int
+    device: str | None = None  # a cluster run's device label: the same cell on two devices is two cells
 
 
 @dataclass
@@ -101,6 +102,16 @@ class PowerRecord:
 
 
 @dataclass
+class NodeRecord:
+    """Where a cluster run's cell ran: the Ray node, its host, its labels and the device record read there."""
+
+    node_id: str
+    host: str
+    labels: dict[str, str] = field(default_factory=dict)
+    device: dict[str, Any] = field(default_factory=dict)  # as a local run's environment.device, read on the node
+
+
+@dataclass
 class ResultRow:
     """One cell. `model`, `target`, `precision`, `batch` and `status` identify it and are always present."""
 
@@ -126,10 +137,12 @@ class ResultRow:
     weights: str | None = None
     passes: Annotated[list[PassRecord] | None, OMITTED_IF_NONE] = None
     load_average: Annotated[list[float | None] | None, OMITTED_IF_NONE] = None
+    device: Annotated[str | None, OMITTED_IF_NONE] = None  # cluster runs: the device label the cell was planned for
+    node: Annotated[NodeRecord | None, OMITTED_IF_NONE] = None  # cluster runs: the node that ran it
 
     @property
     def key(self) -> CellKey:
-        return CellKey(self.model, self.target, self.precision, self.batch)
+        return CellKey(self.model, self.target, self.precision, self.batch, self.device)
 
 
 @dataclass
@@ -196,7 +209,8 @@ def _first_problem(exc: ValidationError, data: dict[str, Any]) -> str:
     where = ".".join(str(part) for part in location)
     if location[:1] == ["results"] and len(location) > 1 and isinstance(location[1], int):
         row = data["results"][location[1]]
-        cell = "/".join(str(row.get(k, "?")) for k in CellKey._fields) if isinstance(row, dict) else "?"
+        named = [k for k in CellKey._fields if k in row or k != "device"] if isinstance(row, dict) else []
+        cell = "/".join(str(row.get(k, "?")) for k in named) if isinstance(row, dict) else "?"
         where = f"row {location[1]} ({cell}), field {'.'.join(str(p) for p in location[2:]) or '(row)'}"
     what = "missing" if error["type"] == "missing" else error["msg"].lower()
     return f"{where}: {what}"

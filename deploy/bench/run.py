@@ -26,7 +26,7 @@ from ..fileio import ensure_writable
 from .accuracy import References, check_dataset
 from .environment import environment
 from .group import GroupContext, run_group
-from .plan import BenchRequest, Group, pending_groups, plan_matrix
+from .plan import BenchRequest, Group, pending_groups
 from .progress import Progress
 from .results import CellKey, PlanRecord, ResultRow, ResultsDocument, ResultsFile, load_results
 from .settings import RESUME_KEYS, BenchSettings
@@ -84,20 +84,20 @@ def now() -> str:
 def run_bench(request: BenchRequest, results: ResultsFile | None = None, *, resume: Resume | None = None,
               progress: Progress | None = None, executor: Executor | None = None) -> ResultsDocument:
     """Run the matrix; returns the results document (also written to `results` after every cell)."""
-    names = _validated(request)
+    request = _validated(request)
     ensure_writable(request.out)
     swept = sweep(request.out)
     if swept.folders:
         log.info("removed %d folder(s) left by killed runs in %s, freeing %.0f MB", swept.folders, request.out,
                  swept.bytes / 2**20)
     results = results or ResultsFile(None)
-    plan = plan_matrix(names, request.targets, request.batches, request.precision, request.precisions)
+    plan = [key for matrix in request.matrices() for key in matrix.cells()]
     document = ResultsDocument(created=now(), environment=environment(request.settings.threads, request.device),
-                               settings=request.settings, plan=_plan_record(request, names))
+                               settings=request.settings, plan=_plan_record(request))
     rows: dict[CellKey, ResultRow] = {}
     if resume and results.path and results.path.exists():
         document, rows = _resumed(results.path, request.settings, resume)
-        document.plan = _plan_record(request, names)
+        document.plan = _plan_record(request)
     progress = progress or Progress()
     progress.start(len(plan), sum(1 for key in plan if key in rows))
 
@@ -109,7 +109,7 @@ def run_bench(request: BenchRequest, results: ResultsFile | None = None, *, resu
             progress.cell_finished(row)
 
     try:
-        (executor or LocalExecutor()).run(pending_groups(plan, rows), replace(request, models=names),
+        (executor or LocalExecutor()).run(pending_groups(plan, rows), request,
                                           lambda group: progress.cell_started(group.keys()[0]), finished)
     finally:
         progress.close()
@@ -119,23 +119,33 @@ def run_bench(request: BenchRequest, results: ResultsFile | None = None, *, resu
     return document
 
 
-def _plan_record(request: BenchRequest, names: list[str]) -> PlanRecord:
+def _plan_record(request: BenchRequest) -> PlanRecord | None:
+    """The local matrix, so `--resume --json FILE` needs nothing else (a cluster run is resumed with its flags)."""
+    if request.devices:
+        return None
     precisions = {t: list(p) for t, p in request.precisions.items()} if request.precisions else None
-    return PlanRecord(models=names, targets=list(request.targets), batches=sorted(set(request.batches)),
-                      precision=request.precision, precisions=precisions, out=str(request.out))
+    return PlanRecord(models=list(request.models), targets=list(request.targets),
+                      batches=sorted(set(request.batches)), precision=request.precision, precisions=precisions,
+                      out=str(request.out))
 
 
-def _validated(request: BenchRequest) -> list[str]:
-    """The registry names of the requested models; every name, target and dataset checked before any export."""
-    names = [models.resolve_name(m) for m in request.models]  # fail fast on a typo
-    for target in request.targets:
-        get_target(target)
-    for name in names:
-        check_batches(request.batches, name)
-    if request.settings.dataset:
+def _validated(request: BenchRequest) -> BenchRequest:
+    """The request with registry names for its models; every name, target, batch and dataset checked before any
+    export."""
+    matrices = []
+    for matrix in request.matrices():
+        names = [models.resolve_name(m) for m in matrix.models]  # fail fast on a typo
+        for target in matrix.targets:
+            get_target(target)
         for name in names:
-            check_dataset(request.settings.dataset, models.get_model_info(name))
-    return names
+            check_batches(matrix.batches, name)
+        if request.settings.dataset:
+            for name in names:
+                check_dataset(request.settings.dataset, models.get_model_info(name))
+        matrices.append(replace(matrix, models=names))
+    if request.devices:
+        return replace(request, devices=tuple(matrices))
+    return replace(request, models=matrices[0].models)
 
 
 def _resumed(path: Path, settings: BenchSettings, resume: Resume) -> tuple[ResultsDocument, dict[CellKey, ResultRow]]:

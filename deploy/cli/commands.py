@@ -115,6 +115,10 @@ def cmd_debug_precision(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    if args.cluster:
+        from .cluster_commands import cluster_doctor
+
+        return cluster_doctor(args)
     from runtimes.doctor import format_report, runtime_report
 
     rows = runtime_report()

@@ -21,8 +21,10 @@ def _precision_args(parser: argparse.ArgumentParser) -> None:
 def _bench_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="latency percentiles, throughput, memory, parity and accuracy per device")
     p.add_argument("models", nargs="*", metavar="MODEL", help="models (default: the --device profile's)")
-    p.add_argument("--device", help="cpu | cuda | jetson | mac | auto, a user profile name or a .toml path: "
-                   "runtimes, precisions, batches, timing and settings to record (refused if not on that device)")
+    p.add_argument("--device", action="append",
+                   help="cpu | cuda | jetson | mac | auto, a user profile name or a .toml path: "
+                   "runtimes, precisions, batches, timing and settings to record (refused if not on that device); "
+                   "with --cluster, repeatable: each profile runs on the nodes labelled with its name")
     p.add_argument("--profiles", action="append", metavar="DIR", help="folder of user profiles (repeatable)")
     p.add_argument("--target", action="append", help="repeatable (default: the profile's, else torch and onnxruntime)")
     p.add_argument("--batch", type=int, action="append", help="repeatable (default: the profile's, else 1)")
@@ -49,6 +51,10 @@ def _bench_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retry", action="append", metavar="MODEL/TARGET/PRECISION[/BATCH]",
                    help="with --resume, run this cell again (repeatable), e.g. one timed under contention")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="plain lines, no progress bar")
+    p.add_argument("--cluster", metavar="ADDRESS", help="run on a Ray cluster's device nodes (HEAD:PORT; "
+                   "pip install -e .[cluster]): one results file for every device")
+    p.add_argument("--fetch-artifacts", action="store_true",
+                   help="with --cluster, copy each engine folder back into OUT/<device>@<host>/")
 
     p = sub.add_parser("report", help="HTML report with plots and the MAC-to-latency fidelity table")
     p.add_argument("results", nargs="+", metavar="RESULTS.json")
@@ -106,6 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="which runtimes are installed, their versions and devices")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--cluster", metavar="ADDRESS", help="every node of a Ray cluster instead: labels, detected device, "
+                   "runtimes, whether each can build and run")
+    p.add_argument("--profiles", action="append", metavar="DIR", help="folder of user profiles (repeatable)")
+
+    p = sub.add_parser("worker", help="join this machine to a device farm (ray start, labelled from detection)")
+    p.add_argument("--address", required=True, help="the Ray head, HOST:PORT")
+    p.add_argument("--device", default="auto", help="the profile this node stands for (default auto: the kind "
+                   "detected here); refused if this machine is not that kind of device")
+    p.add_argument("--profiles", action="append", metavar="DIR", help="folder of user profiles (repeatable)")
+    p.add_argument("--node-ip-address", help="this node's address as the cluster should reach it")
+    p.add_argument("--dry-run", action="store_true", help="print the ray start command, do not run it")
 
     sub.add_parser("passes", help="the graph passes and what each does")
 

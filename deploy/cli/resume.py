@@ -40,7 +40,7 @@ def resumed_request(args: argparse.Namespace) -> BenchRequest:
     settings = asdict(document.settings)
     for flag, name in SETTING_FLAGS.items():
         recorded[f"--{flag}"], given[f"--{flag}"] = settings[name], getattr(args, flag)
-    recorded["--device"], given["--device"] = document.settings.device, args.device
+    recorded["--device"], given["--device"] = document.settings.device, ",".join(args.device) if args.device else None
     differ = [f"{flag} {given[flag]!r} here, {recorded[flag]!r} in the file" for flag in given
               if given[flag] is not None and _normal(given[flag]) != _normal(recorded[flag])]
     if differ:

@@ -1,16 +1,18 @@
 """`python -m deploy compare OLD.json NEW.json --max-slowdown 5%`: a regression check between two runs.
 
-Cells are matched on (model, target, precision, batch). A regression is a matched cell whose latency
-(p50 unless `--metric`) grew by more than the threshold, that was ok and now failed, or that OLD has and
-NEW lacks (unless `--allow-missing`): a gate must not pass because the cell it guards stopped running.
-Cells that became unavailable or unverified (a runtime missing on the new machine), or that only NEW has,
-are listed but do not fail the check. Two files that share no cell are an error (exit 2), not a pass.
+Cells are matched on (model, target, precision, batch), and on the device label in a cluster run's
+files (a local run against a cluster run of one device matches without it). A regression is a matched
+cell whose latency (p50 unless `--metric`) grew by more than the threshold, that was ok and now failed,
+or that OLD has and NEW lacks (unless `--allow-missing`): a gate must not pass because the cell it guards
+stopped running. Cells that became unavailable or unverified (a runtime missing on the new machine), or
+that only NEW has, are listed but do not fail the check. Two files that share no cell are an error
+(exit 2), not a pass.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,11 +52,21 @@ class Gate:
 
 def compare_reports(old: ResultsDocument, new: ResultsDocument, gate: Gate) -> tuple[list[Comparison], bool]:
     """One entry per cell on either side, with its verdict; and whether any is a regression."""
-    old_rows = {r.key: r for r in old.results}
-    new_rows = {r.key: r for r in new.results}
+    key = _key_for(old, new)
+    old_rows = {key(r): r for r in old.results}
+    new_rows = {key(r): r for r in new.results}
     entries = [_entry(key, old_rows.get(key), new_rows.get(key), gate)
                for key in [*old_rows, *(k for k in new_rows if k not in old_rows)]]
     return entries, any(e.regression for e in entries)
+
+
+def _key_for(old: ResultsDocument, new: ResultsDocument) -> Callable[[ResultRow], CellKey]:
+    """Cells match on their device label too, except a local run against a cluster run of one device."""
+    old_labels, new_labels = ({r.device for r in doc.results} for doc in (old, new))
+    one_device = {frozenset({None}), frozenset(old_labels | new_labels) - {None}}
+    if len(old_labels | new_labels) == 2 and {frozenset(old_labels), frozenset(new_labels)} == one_device:
+        return lambda row: row.key._replace(device=None)
+    return lambda row: row.key
 
 
 def _entry(key: CellKey, old: ResultRow | None, new: ResultRow | None, gate: Gate) -> Comparison:
@@ -84,7 +96,8 @@ def format_comparison(entries: list[Comparison], threshold: float, metric: str, 
     lines = [f"{'model':<18} {'target':<12} {'prec':<5} {'batch':>5} {'old ' + metric:>10} "
              f"{'new ' + metric:>10} {'change':>8}  verdict"]
     for e in entries:
-        model, target, precision, batch = e.key
+        model, target, precision, batch, device = e.key
+        model = f"{model}@{device}" if device else model  # a cluster run's cells are per device
         old = f"{e.old:.2f}" if e.old is not None else "-"
         new = f"{e.new:.2f}" if e.new is not None else "-"
         change = f"{100 * e.change:+.1f}%" if e.change is not None else "-"
@@ -101,7 +114,8 @@ def format_comparison(entries: list[Comparison], threshold: float, metric: str, 
 def compare_files(old_path: Path, new_path: Path, gate: Gate) -> tuple[str, bool]:
     """The printed comparison and whether it found a regression; an error when the files share no cell."""
     old, new = load_results(old_path), load_results(new_path)
-    shared = {r.key for r in old.results} & {r.key for r in new.results}
+    key = _key_for(old, new)
+    shared = {key(r) for r in old.results} & {key(r) for r in new.results}
     if not shared:
         raise DeployError(f"{old_path} ({len(old.results)} cell(s)) and {new_path} ({len(new.results)} cell(s)) "
                           "share no cell: nothing to compare, so no regression check was made")

@@ -41,6 +41,7 @@ def load_points(paths: list[Path], metric: str = "p50") -> tuple[list[Point], li
         headers.append(FileHeader(str(path), document))
         for row in document.results:
             runtime = f"{row.target} {row.precision}"
+            runtime = f"{row.device}: {runtime}" if row.device else runtime  # a cluster run: each device its own series
             runtime = f"{path.stem}: {runtime}" if labelled else runtime
             rows.append(LabelledRow(runtime, row))
             if row.status == "ok" and row.latency_ms and row.macs:
@@ -103,6 +104,7 @@ def _html(headers: list[FileHeader], rows: list[LabelledRow], figures: list[str]
                  "ratio / MAC ratio (1.00: latency follows MACs; above 1: slower than the MACs promise). "
                  "Saving kept = (1 &minus; latency ratio) / (1 &minus; MAC ratio).</p>")
     parts += [_fidelity_html(series, table, baseline) for series, table in sorted(tables.items())]
+    parts.append(_devices_html(rows))
     parts.append("<h2>Results</h2>" + _contention_html(headers, rows) + _results_html(rows))
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -152,6 +154,35 @@ def _contention_html(headers: list[FileHeader], rows: list[LabelledRow]) -> str:
         return ""
     return (f"<p class='bad'>{len(busy)} cell(s) were timed while the load average exceeded the {cores} cores "
             "(see the load column): other processes competed for the CPU and those latencies are inflated.</p>")
+
+
+def _devices_html(rows: list[LabelledRow]) -> str:
+    """A cluster run's per-device view: each device label, the nodes that ran its cells, and how they went."""
+    devices: dict[str, list[ResultRow]] = {}
+    for labelled in rows:
+        if labelled.row.device:
+            devices.setdefault(labelled.row.device, []).append(labelled.row)
+    if not devices:
+        return ""
+    head = "<tr><th>device</th><th>node (host)</th><th>detected</th><th>processor</th><th>ok</th><th>failed</th>" \
+           "<th>unavailable</th><th>median p50 ms</th></tr>"
+    lines = []
+    for device, members in sorted(devices.items()):
+        by_node: dict[str, list[ResultRow]] = {}
+        for row in members:
+            by_node.setdefault(row.node.node_id if row.node else "-", []).append(row)
+        for node_rows in by_node.values():
+            node = node_rows[0].node
+            record = node.device if node else {}
+            p50s = sorted(r.latency_ms.p50 for r in node_rows if r.status == "ok" and r.latency_ms)
+            cells = [device, f"{node.node_id[:12]} ({node.host})" if node else "-",
+                     ", ".join((record.get("detected") or {}).get("kinds", [])) or "-",
+                     (record.get("cpu") or {}).get("model") or "-",
+                     *(sum(r.status == status for r in node_rows) for status in ("ok", "failed", "unavailable")),
+                     format_or_dash(p50s[len(p50s) // 2] if p50s else None, ".2f")]
+            lines.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    return ("<h2>Devices</h2><p>Cells per device label and node; the plots and fidelity tables keep each "
+            "device's runtimes apart.</p><table>" + head + "".join(lines) + "</table>")
 
 
 def _results_html(rows: list[LabelledRow]) -> str:
