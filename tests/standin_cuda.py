@@ -171,12 +171,12 @@ BEHAVIOURS: dict[str, Callable[..., list[Any]]] = {
 # ---------------------------------------------------------------- the module
 
 class CudaRuntime(types.ModuleType):
-    """The `cudart` module of one release; `reached_names` records every public attribute read."""
+    """The `cudart` module of one release; `_standin_reached` records every public attribute read."""
 
     def __init__(self, release: str, machine: CudaMachine):
         super().__init__("cuda.bindings.runtime")
         surface = load_surface("cuda", release)
-        object.__setattr__(self, "reached_names", set())
+        object.__setattr__(self, "_standin_reached", set())
         self._surface, self._machine, self.release = surface, machine, release
         for name, entry in surface["types"].items():
             if entry["kind"] == "enum":
@@ -186,8 +186,8 @@ class CudaRuntime(types.ModuleType):
             setattr(self, name, self._function(name, entry))
 
     def __getattribute__(self, key: str) -> Any:
-        if not key.startswith("_") and key not in ("reached_names", "release"):
-            object.__getattribute__(self, "reached_names").add(f"cudart.{key}")
+        if not key.startswith("_") and key != "release":
+            object.__getattribute__(self, "_standin_reached").add(f"cudart.{key}")
         return super().__getattribute__(key)
 
     def _function(self, name: str, entry: dict[str, Any]) -> Callable[..., tuple]:

@@ -14,11 +14,12 @@ with exactly that surface:
 Behaviour comes only from the `behaviours` mapping the caller passes ("Class.member" -> function), each written
 where the tests need it and marked with the documented behaviour it mirrors. Reaching anything else raises
 `StandInGap`, so a new call in the adapter fails loudly until it is given a behaviour. Every attribute reached
-on the module, its classes and their objects is recorded in `module.reached_names` for the conformance tests.
+on the module, its classes and their objects is recorded in `module._standin_reached` for the conformance tests.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import types
@@ -38,7 +39,9 @@ def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", version))
 
 
+@functools.cache
 def load_surface(kind: str, name: str) -> dict[str, Any]:
+    """A fixture, parsed once per session (treat it as read-only)."""
     return json.loads((DATA / f"{kind}_api" / f"{name}.json").read_text())
 
 
@@ -310,8 +313,8 @@ class ModuleBuilder:
 
     def build(self) -> types.ModuleType:
         classes = self.surface["classes"]
-        for name in sorted(classes, key=lambda n: (n.count("."), n)):
-            self.classes[name] = self._make_class(name, classes[name])
+        for name in sorted(classes):
+            self._ensure_class(name)
         for name, entry in classes.items():
             cls = self.classes[name]
             for key, value in entry.get("values", {}).items():
@@ -327,6 +330,14 @@ class ModuleBuilder:
             setattr(self.module, key, self._function(key, texts))
         self.reached.clear()  # what building the module read is not what its user reached
         return self.module
+
+    def _ensure_class(self, name: str) -> type:
+        """The class, made after its bases (a subclass must inherit what the surface lists on its base)."""
+        if name not in self.classes:
+            for base in self.surface["classes"][name].get("bases", []):
+                self._ensure_class(base)
+            self.classes[name] = self._make_class(name, self.surface["classes"][name])
+        return self.classes[name]
 
     def value(self, entry: Mapping[str, Any]) -> Any:
         if "enum" in entry:
@@ -402,9 +413,9 @@ class _RecordingModule(types.ModuleType):
 
     def __init__(self, name: str, reached: set[str]):
         super().__init__(name)
-        object.__setattr__(self, "reached_names", reached)
+        object.__setattr__(self, "_standin_reached", reached)
 
     def __getattribute__(self, key: str) -> Any:
-        if not key.startswith("_") and key != "reached_names":
-            object.__getattribute__(self, "reached_names").add(f"{object.__getattribute__(self, '__name__')}.{key}")
+        if not key.startswith("_"):
+            object.__getattribute__(self, "_standin_reached").add(f"{object.__getattribute__(self, '__name__')}.{key}")
         return super().__getattribute__(key)

@@ -59,6 +59,8 @@ class TrtMachine:
     log: list[tuple[str, str]] = field(default_factory=list)  # (severity, message), as a logger receives them
     builds: list[dict[str, Any]] = field(default_factory=list)  # each engine header the builder wrote
     trt: Any = None
+    last_network: Any = None  # the objects the last create_network / create_builder_config handed out
+    last_config: Any = None
 
     @property
     def version(self) -> tuple[int, ...]:
@@ -127,8 +129,9 @@ def create_network(this: Any, m: TrtMachine, flags: int = 0) -> Any:
     if unknown:
         raise StandInGap(f"create_network: bits {unknown:#x} name no NetworkDefinitionCreationFlag of {m.release}")
     strong = m.version >= (11,) or "STRONGLY_TYPED" in names
-    return _obj(m, "INetworkDefinition", flags=names, strongly_typed=strong, layers=[], inputs=[], outputs=[],
-                onnx=None)
+    m.last_network = _obj(m, "INetworkDefinition", flags=names, strongly_typed=strong, layers=[], inputs=[],
+                          outputs=[], onnx=None)
+    return m.last_network
 
 
 def network_layer(this: Any, m: TrtMachine, index: int) -> Any:
@@ -214,8 +217,9 @@ def parser_error_str(this: Any, m: TrtMachine) -> str:
 def create_builder_config(this: Any, m: TrtMachine) -> Any:
     """TF32 is "Enabled by default" (BuilderFlag.TF32's docs); the default device is the GPU."""
     flags = {"TF32"} if "TF32" in m.members("BuilderFlag") else set()
-    return _obj(m, "IBuilderConfig", flags=flags, pools={}, profiles=[], timing_cache=None,
-                default_device_type=m.member("DeviceType", "GPU"), DLA_core=-1)
+    m.last_config = _obj(m, "IBuilderConfig", flags=flags, pools={}, profiles=[], timing_cache=None,
+                         default_device_type=m.member("DeviceType", "GPU"), DLA_core=-1)
+    return m.last_config
 
 
 def config_set_flag(this: Any, m: TrtMachine, flag: Any) -> None:
@@ -246,7 +250,9 @@ def create_profile(this: Any, m: TrtMachine) -> Any:
 def profile_set_shape(this: Any, m: TrtMachine, input: str, min: Any, opt: Any, max: Any) -> None:  # noqa: A002
     """set_shape: "len(min) == len(opt) == len(max)" and "0 <= min[i] <= opt[i] <= max[i]", else ValueError."""
     low, mid, high = (tuple(_values(d)) for d in (min, opt, max))
-    if not len(low) == len(mid) == len(high) or not all(0 <= a <= b <= c for a, b, c in zip(low, mid, high)):
+    consistent = len(low) == len(mid) == len(high) and all(
+        0 <= a <= b <= c for a, b, c in zip(low, mid, high, strict=True))
+    if not consistent:
         raise ValueError(f"set_shape({input!r}): inconsistent min/opt/max {low} {mid} {high}")
     this._state["shapes"][input] = (low, mid, high)
 
@@ -331,7 +337,7 @@ def _profile(m: TrtMachine, network: Any, profiles: list[Any]) -> dict[str, tupl
                 return None
             continue
         for dims in shapes[name]:
-            if len(dims) != len(real) or any(r != -1 and r != d for r, d in zip(real, dims)):
+            if len(dims) != len(real) or any(r != -1 and r != d for r, d in zip(real, dims, strict=True)):
                 m.report("ERROR", f"profile shape {dims} of {name!r} does not fit its network shape {real}")
                 return None
     return {name: tuple(s) for name, s in shapes.items()}
@@ -412,7 +418,7 @@ def context_set_input_shape(this: Any, m: TrtMachine, name: str, shape: Any) -> 
         m.report("ERROR", f"set_input_shape: {name!r} is not an input tensor")
         return False
     low, _, high = engine["header"]["profile"][name]
-    if len(values) != len(low) or not all(a <= v <= b for v, a, b in zip(values, low, high)):
+    if len(values) != len(low) or not all(a <= v <= b for v, a, b in zip(values, low, high, strict=True)):
         m.report("ERROR", f"set_input_shape: {values} of {name!r} is outside the profile {low}..{high}")
         return False
     this._state["shapes"][name] = values
@@ -533,8 +539,8 @@ BEHAVIOURS: dict[str, Any] = {
     "IExecutionContext.get_tensor_shape": context_tensor_shape,
     "IExecutionContext.set_tensor_address": context_set_address, "IExecutionContext.execute_async_v3": execute_async_v3,
     "Dims.__init__": dims_init, "Dims.__len__": lambda this, m: len(this._state["values"]),
-    "Dims.__getitem__": dims_getitem, "Dims.__repr__": lambda this, m: f"({', '.join(map(str, this._state['values']))})",
-    "Dims.__str__": lambda this, m: f"({', '.join(map(str, this._state['values']))})",
+    "Dims.__getitem__": dims_getitem, "Dims.__repr__": lambda this, m: str(tuple(this._state["values"])),
+    "Dims.__str__": lambda this, m: str(tuple(this._state["values"])),
     "Dims.__eq__": lambda this, m, arg0: list(this._state["values"]) == list(arg0),
     "nptype": nptype,
 }
