@@ -223,6 +223,7 @@ def test_strongly_typed_10x_networks_refuse_layer_precision(monkeypatch, tmp_pat
         layer = network.get_layer(0)
         layer.precision = trt.float16
         layer.set_output_type(0, trt.float16)
+        assert (layer.precision == trt.float16) is not refused
         assert (layer.get_output_type(0) is None) is refused
         assert bool(machine.state.errors()) is refused
         machine.state.log.clear()
