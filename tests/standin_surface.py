@@ -219,8 +219,6 @@ class ModuleBuilder:
             return isinstance(value, (tuple, list))
         if kind in self.classes:
             cls = self.classes[kind]
-            if issubclass(cls, StandInEnumMember):  # never: enums are classes holding members
-                return False
             if getattr(cls, "_standin_enum", False):
                 return isinstance(value, StandInEnumMember) and value._enum is cls
             return isinstance(value, cls)

@@ -492,10 +492,6 @@ def nptype(m: TrtMachine, trt_type: Any) -> type:
     return NUMPY_DTYPES[trt_type.name]
 
 
-def _state_reader(key: str) -> Any:
-    return lambda this, m: this._state[key]
-
-
 def _state_writer(key: str) -> Any:
     def write(this: Any, m: TrtMachine, value: Any) -> None:
         this._state[key] = value
