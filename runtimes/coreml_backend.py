@@ -14,6 +14,11 @@ instead exports a dynamic batch and converts it to `ct.EnumeratedShapes` over ev
 (default: the first), which Core ML can still plan for the Neural Engine, unlike a RangeDim.
 Inputs and outputs stay fp32 (a cast is inserted), so callers feed the same arrays as to every
 other backend.
+
+coremltools >= 8.2 (the `coreml` extra): 8.0 asserts that `inputs` is None for an `ExportedProgram`, and 8.1
+accepts named inputs but keeps the program's argument name (seen with torch 2.13: "x", not "input"). The
+converted program's input and output names are checked after conversion, so a coremltools that names them
+otherwise is one error, not a model the export stage cannot feed.
 """
 
 from __future__ import annotations
@@ -237,9 +242,11 @@ class CoreMLBackend(Backend):
             mlmodel = _quantize_weights(mlmodel, settings.int8_weight_threshold)
         path = Path(out_dir) / self.engine_file
         mlmodel.save(str(path))
+        described = describe_mlprogram(path)
+        _check_names(described, source)
         details = {"batch": batch, "batches": batches, "compute_units": units_name,
                    "minimum_deployment_target": target_name or "coremltools default",
-                   **_build_details(describe_mlprogram(path), options.precision, units_name)}
+                   **_build_details(described, options.precision, units_name)}
         return BuildResult(files=(self.engine_file,), details=details, batches=tuple(batches))
 
     def load(self, artifact_dir: Path, engine_file: str, options: BuildOptions,
@@ -253,6 +260,17 @@ def batch_plan(options: BuildOptions) -> tuple[int, list[int]]:
     batch = static_batch(options.batch)
     mode = options_for(options.runtime, CoreMLOptions, "coreml").batch_shapes
     return batch, sorted(set(options.batch)) if mode == "enumerated" else [batch]
+
+
+def _check_names(described: dict[str, Any], source: ModelSource) -> None:
+    """The program takes and gives the names the export stage feeds and reads, or one error saying why not."""
+    got = ([f["name"] for f in described["inputs"]], [f["name"] for f in described["outputs"]])
+    want = ([s.name for s in source.input_specs], list(source.output_names))
+    if got != want:
+        import coremltools as ct
+
+        raise RuntimeAdapterError(f"coremltools {ct.__version__} named the program's inputs/outputs {got}, not "
+                                  f"{want}; the coreml extra needs coremltools >= 8.2")
 
 
 def _build_details(described: dict[str, Any], precision: str, units_name: str) -> dict[str, Any]:
@@ -290,6 +308,8 @@ def _convert(source: ModelSource, batch: int, batches: list[int], precision: str
     except Exception as exc:
         hint = "; try batch_shapes='static'" if dynamic else ""
         raise RuntimeAdapterError(f"torch.export failed for Core ML: {first_line(exc)}{hint}") from exc
+    if target is not None and target >= ct.target.iOS18:
+        fold_attention_scale(program)
     inputs = [ct.TensorType(name=spec.name, shape=_input_shape(spec, batch, batches), dtype=np.float32)
               for spec in source.input_specs]
     outputs = [ct.TensorType(name=name, dtype=np.float32) for name in source.output_names]
@@ -301,6 +321,35 @@ def _convert(source: ModelSource, batch: int, batches: list[int], precision: str
                               minimum_deployment_target=target)
     except Exception as exc:
         raise RuntimeAdapterError(f"coremltools could not convert the model: {first_line(exc)}") from exc
+
+
+def fold_attention_scale(program) -> int:
+    """Pre-scale q where attention has an explicit `scale`, so iOS 18 keeps it as one fused op.
+
+    coremltools lowers `aten.scaled_dot_product_attention` to Core ML's fused op only without a `scale`
+    argument (its torch frontend decomposes it into matmul + softmax otherwise); the fused op scales by
+    1/sqrt(head_dim). CvT's official scale is dim ** -0.5 over the stage width, so q * (scale * sqrt(head_dim))
+    with the default scale is the same attention. Returns the number of attention nodes rewritten.
+    """
+    import torch
+
+    sdpa = torch.ops.aten.scaled_dot_product_attention.default
+    graph, changed = program.graph_module.graph, 0
+    for node in list(graph.nodes):
+        scale = node.kwargs.get("scale") if node.target is sdpa else None
+        if not isinstance(scale, float) or len(node.args) > 3 or set(node.kwargs) - {"scale"}:
+            continue  # no explicit scale, or a mask/dropout/causal argument: left as it is
+        query = node.args[0]
+        factor = scale * float(query.meta["val"].shape[-1]) ** 0.5
+        with graph.inserting_before(node):
+            scaled = graph.call_function(torch.ops.aten.mul.Tensor, (query, factor))
+        scaled.meta["val"] = query.meta["val"]
+        node.args = (scaled, *node.args[1:])
+        node.kwargs = {}
+        changed += 1
+    if changed:
+        program.graph_module.recompile()
+    return changed
 
 
 def _input_shape(spec: TensorSpec, batch: int, batches: list[int]):

@@ -29,9 +29,16 @@ Decisions:
   differ from this machine's, or whose bytes no longer match. Builds reuse a cached engine only when
   the whole key matches (`engine_cache`, default on, under `cache_dir`).
 * **Timing cache** per (TensorRT version, GPU, compute capability) file, loaded before and saved
-  after every build (`timing_cache` overrides the path).
+  after every build (`timing_cache` overrides the path). `create_timing_cache` returns None for data it
+  cannot deserialize, and `set_timing_cache` False for a cache from another device: either way the build
+  starts from a fresh cache, with one warning line, and the save after it replaces the file.
 * **DLA** (Jetson): `dla_core` = n runs on that DLA core with GPU fallback
-  (`gpu_fallback`, default True); DLA runs fp16/int8 only.
+  (`gpu_fallback`, default True); DLA runs fp16/int8 only. NVIDIA's DLA restrictions: DLA runs static
+  shapes only (min = opt = max), otherwise every layer falls back to the GPU (or, without fallback, the
+  build fails). So a DLA build has a static profile at its one batch, and asking for several batches is
+  refused (build one engine per batch). DLA is absent from TensorRT 11.0-11.3 and returns in 11.4.1 (on
+  Orin with JetPack >= 7.2.2, per the release notes); the 11.0-11.4.0 bindings still expose
+  `DeviceType.DLA` and `Builder.num_DLA_cores` (tests/data/tensorrt_api), so the gate is the version.
 * **fp32** builds clear `BuilderFlag.TF32` (on by default) so fp32 parity means fp32;
   `tf32 = True` keeps it.
 * **Runner.** Device buffers are allocated once, at the profile's max shapes, with cuda-python's
@@ -43,6 +50,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -64,6 +72,7 @@ from .base import (
     RuntimeAdapterError,
     TensorSpec,
     check_batches,
+    first_line,
 )
 from .options import RuntimeOptions, options_for
 
@@ -82,6 +91,7 @@ UNAVAILABLE_REASON = (
     "the tensorrt Python package is not installed (NVIDIA's TensorRT container or JetPack provides it)"
 )
 NO_CUDA_PYTHON_REASON = "cuda-python is not installed (pip install -e .[tensorrt]); the runner needs it"
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- versions and graphs
@@ -252,12 +262,35 @@ class DlaSettings:
     gpu_fallback: bool = True
 
 
-def dla_settings(settings: TensorRTOptions, precision: str) -> DlaSettings | None:
+# TensorRT releases without DLA (release notes): from 11.0 up to, not including, 11.4.1.
+NO_DLA = ((11, 0, 0), (11, 4, 1))
+
+
+def has_dla(version: tuple[int, ...]) -> bool:
+    return not NO_DLA[0] <= tuple(version[:3]) < NO_DLA[1]
+
+
+def dla_settings(settings: TensorRTOptions, precision: str,
+                 version: tuple[int, ...] = MIN_VERSION) -> DlaSettings | None:
     if settings.dla_core is None:
         return None
+    if not has_dla(version):
+        raise RuntimeAdapterError(
+            f"this TensorRT ({_v(version)}) has no DLA: it is absent from 11.0-11.3 and returns in 11.4.1 "
+            "(Orin, JetPack >= 7.2.2); use TensorRT 10.x or >= 11.4.1, or drop dla_core")
     if precision not in ("fp16", "int8"):
         raise RuntimeAdapterError(f"DLA runs fp16 or int8 only, not {precision}")
     return DlaSettings(settings.dla_core, settings.gpu_fallback)
+
+
+def dla_batch(batch: Sequence[int]) -> int:
+    """The one batch a DLA engine serves: DLA needs min = opt = max, so several batches are refused."""
+    batches = sorted(set(check_batches(batch)))
+    if len(batches) > 1:
+        raise RuntimeAdapterError(
+            f"DLA runs static shapes only (min = opt = max, NVIDIA's DLA restrictions), so a DLA engine serves "
+            f"one batch: build one engine per batch with a single --batch (asked for {', '.join(map(str, batches))})")
+    return batches[0]
 
 
 # ---------------------------------------------------------------- cache keys and sidecar
@@ -371,7 +404,8 @@ def cuda_check(result, what: str = "CUDA call"):
     err, *values = result if isinstance(result, tuple) else (result,)
     code: Any = getattr(err, "value", err)
     if int(code) != 0:  # cudaError_t.cudaSuccess is 0
-        raise RuntimeAdapterError(f"{what} failed: {err}")
+        # By name: str() of the bindings' IntEnum error codes is only the number on Python >= 3.11.
+        raise RuntimeAdapterError(f"{what} failed: {getattr(err, 'name', err)} ({int(code)})")
     return values[0] if len(values) == 1 else tuple(values) or None
 
 
@@ -383,6 +417,8 @@ def cuda_devices(cudart) -> tuple[list[DeviceInfo], str]:
         count = cuda_check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
     except RuntimeAdapterError as exc:
         return [], f"no CUDA GPU is usable here ({exc})"
+    except RuntimeError as exc:  # cuda-python 12.2 raises when it cannot load the driver (tests/data/cuda_api)
+        return [], f"no CUDA driver is usable here ({first_line(exc)})"
     if not count:
         return [], "no CUDA GPU is visible here"
     return [device_info(cudart, i) for i in range(count)], ""
@@ -489,15 +525,20 @@ def _configure_dla(trt, builder, config, dla: DlaSettings) -> None:
 
 
 def attach_timing_cache(config, path: Path | None):
+    """The saved timing cache attached to `config`, or a fresh one (one warning) if it cannot be used."""
     if path is None:
         return None
     data = path.read_bytes() if path.is_file() else b""
-    cache = config.create_timing_cache(data)
-    # ignore_mismatch=False: a cache from another GPU/version is rejected, not silently mixed in;
-    # then start from an empty one, which the save after the build overwrites the file with.
-    if not config.set_timing_cache(cache, False) and data:
-        cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, False)
+    if data:
+        # None: data TensorRT cannot deserialize (truncated, another format). ignore_mismatch=False: a cache
+        # from another GPU/version is refused, not silently mixed in.
+        cache = config.create_timing_cache(data)
+        if cache is not None and config.set_timing_cache(cache, False):
+            return cache
+        why = "cannot be read" if cache is None else "was made on another GPU or TensorRT version"
+        log.warning("tensorrt: timing cache %s %s; starting a fresh one (the build overwrites it)", path, why)
+    cache = config.create_timing_cache(b"")
+    config.set_timing_cache(cache, False)
     return cache
 
 
@@ -667,7 +708,9 @@ class TensorRTBackend(Backend):
                    "key_digest": sidecar["key_digest"], "engine_cache": "hit" if cached else "miss",
                    "timing_cache": str(plan.timing_cache), "fp32_layers": pinned,
                    "opt_batch": next(iter(plan.profile.values()))[1][0] if plan.profile else None}
-        return BuildResult(files=(ENGINE_FILE, SIDECAR_FILE), details=details)
+        # A DLA engine's profile is static: parity checks it at the one batch it serves.
+        static = (next(iter(plan.profile.values()))[0][0],) if plan.dla and plan.profile else None
+        return BuildResult(files=(ENGINE_FILE, SIDECAR_FILE), details=details, batches=static)
 
     def _prepare(self, trt: Any, source: ModelSource, onnx_path: Path, options: BuildOptions):
         """(plan, cache key, engine-cache folder or None) for a build on the selected GPU."""
@@ -715,9 +758,11 @@ def make_plan(version: tuple[int, ...], options: BuildOptions, graph: GraphTypes
     """All pure decisions for a build: route, profile, DLA, workspace, TF32."""
     settings = options_for(options.runtime, TensorRTOptions, "tensorrt")
     route = choose_route(version, options.precision, graph, settings.route)
-    profile = optimisation_profile(specs, options.batch, settings.opt_batch)
+    dla = dla_settings(settings, options.precision, version)
+    batches = (dla_batch(options.batch),) if dla else options.batch
+    profile = optimisation_profile(specs, batches, settings.opt_batch)
     return BuildPlan(route=route, profile=profile, precision=options.precision,
-                     dla=dla_settings(settings, options.precision), workspace_mib=settings.workspace_mib or None,
+                     dla=dla, workspace_mib=settings.workspace_mib or None,
                      tf32=settings.tf32 if settings.tf32 is not None else options.precision != "fp32")
 
 

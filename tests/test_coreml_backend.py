@@ -208,3 +208,26 @@ def test_enumerated_batches_predict_on_mac(backend, source, model, tmp_path):
             want = model(torch.from_numpy(x)).numpy()
             assert got.shape == (batch, 10)
             assert np.abs(got - want).max() / np.abs(want).max() < 1e-4
+
+
+class _ScaledAttention(torch.nn.Module):
+    def __init__(self, scale: float | None):
+        super().__init__()
+        self.scale, self.qkv = scale, torch.nn.Linear(8, 24)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).unflatten(-1, (3, 2, 4)).permute(2, 0, 3, 1, 4)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=self.scale)
+
+
+@pytest.mark.parametrize(("scale", "folded"), [(0.3, 1), (None, 0)])
+def test_fold_attention_scale_keeps_the_function(scale, folded):
+    from runtimes.coreml_backend import fold_attention_scale
+
+    module, x = _ScaledAttention(scale).eval(), torch.randn(2, 5, 8)
+    program = torch.export.export(module, (x,)).run_decompositions({})
+    assert fold_attention_scale(program) == folded
+    sdpa = [n for n in program.graph.nodes if n.target is torch.ops.aten.scaled_dot_product_attention.default]
+    assert len(sdpa) == 1 and "scale" not in sdpa[0].kwargs
+    with torch.no_grad():
+        assert torch.allclose(program.module()(x), module(x), atol=1e-6)

@@ -1,21 +1,25 @@
 """TensorRT adapter.
 
 Without TensorRT (this machine): routing, profiles, cache keys, sidecar checks, error messages and
-availability run for real; the builder calls run against a small recording stand-in for the
-`tensorrt` module (`FakeTRT`), which checks which API calls each route makes. With TensorRT and a
-GPU (NVIDIA's container, a Jetson), the tests at the bottom build and run real engines.
+availability run for real; the builder and runner run against stand-ins of each real TensorRT and
+cuda-python release, generated from their API surfaces (tests/standin_*.py, tests/data/*_api/), so a call a
+release lacks fails here as it would there. Nothing here builds a real engine. With TensorRT and a GPU
+(NVIDIA's container, a Jetson), the tests at the bottom build and run real engines.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import sys
-import types
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
+import trt_cases
+from standin_cuda import CUDA_RELEASES
+from standin_surface import load_surface, version_key
+from standin_tensorrt import TRT_RELEASES
 
 from runtimes import (
     BuildOptions,
@@ -55,6 +59,7 @@ FP32 = GraphTypes(float16=False, qdq=False)
 FP16 = GraphTypes(float16=True, qdq=False)
 QDQ = GraphTypes(float16=False, qdq=True)
 ORIN = DeviceInfo("Orin", "8.7")
+SURFACES = {release: load_surface("tensorrt", release) for release in TRT_RELEASES}
 
 
 # ---------------------------------------------------------------- availability
@@ -72,13 +77,25 @@ def test_unavailable_without_tensorrt_says_why(tmp_path):
 
 
 def test_no_gpu_is_not_available(monkeypatch):
-    monkeypatch.setitem(sys.modules, "tensorrt", FakeTRT("10.13.0.35"))
-    monkeypatch.setattr(trtb, "import_cudart", lambda: FakeCudart(count=0))
+    trt_cases.install(monkeypatch, "10.13.3.9", gpus=[])
     status = get_backend("tensorrt").availability()
-    assert not status.available and status.version == "10.13.0.35"
+    assert not status.available and status.version == "10.13.3.9"
     assert status.reason == "no CUDA GPU is visible here"
     monkeypatch.setattr(trtb, "import_cudart", lambda: None)
     assert "cuda-python is not installed" in get_backend("tensorrt").availability().reason
+
+
+@pytest.mark.parametrize(("cuda", "reason"), [
+    # cuda-python 12.2 raises when it cannot load libcuda.so.1; later bindings return an error code.
+    ("cuda-python-12.2.1", "no CUDA driver is usable here (Failed to dlopen libcuda.so.1)"),
+    ("cuda-bindings-12.9.10", "no CUDA GPU is usable here (cudaGetDeviceCount failed: "
+                              "cudaErrorInsufficientDriver (35))"),
+    ("cuda-bindings-13.5.0", "no CUDA GPU is usable here (cudaGetDeviceCount failed: "
+                             "cudaErrorInsufficientDriver (35))"),
+])
+def test_no_driver_is_a_reason_not_a_traceback(monkeypatch, cuda, reason):
+    trt_cases.install(monkeypatch, "10.3.0", cuda, driver=False)
+    assert get_backend("tensorrt").availability().reason == reason
 
 
 # ---------------------------------------------------------------- routing
@@ -189,6 +206,8 @@ def test_dla_settings():
         dla_settings(TensorRTOptions(dla_core=0), "fp32")
     with pytest.raises(RuntimeAdapterError, match="DLA core index"):
         dla_settings(TensorRTOptions.parse({"dla_core": "-1"}), "fp16")
+    assert [trtb.has_dla(v) for v in ((10, 16, 1), (11, 0, 0), (11, 3, 9), (11, 4, 0), (11, 4, 1))] == [
+        True, False, False, False, True]
 
 
 def test_plan_tf32_off_for_fp32_only():
@@ -260,279 +279,186 @@ def test_load_without_sidecar_fails_before_needing_tensorrt(tmp_path):
         get_backend("tensorrt").load(tmp_path, "model.engine", BuildOptions())
 
 
-# ---------------------------------------------------------------- builder calls (fake tensorrt)
-
-class _Named:
-    def __init__(self, name: str, value: int = 0):
-        self.name, self.value = name, value
-
-    def __int__(self) -> int:
-        return self.value
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-class _Enum:
-    def __init__(self, *names: str):
-        for value, name in enumerate(names):
-            setattr(self, name, _Named(name, value))
-
-
-class FakeLayer:
-    def __init__(self, name: str, kind: str):
-        self.name, self.type, self.precision, self.num_outputs = name, _Named(kind), None, 1
-        self.output_types: dict[int, object] = {}
-
-    def set_output_type(self, index: int, dtype) -> None:
-        self.output_types[index] = dtype
-
-
-class FakeNetwork:
-    def __init__(self, flags: int):
-        self.flags = flags
-        self.layers = [FakeLayer("conv", "CONVOLUTION"), FakeLayer("ln", "NORMALIZATION"),
-                       FakeLayer("qk", "MATRIX_MULTIPLY"), FakeLayer("attn", "SOFTMAX"),
-                       FakeLayer("mean", "REDUCE")]
-        self.num_layers = len(self.layers)
-
-    def get_layer(self, i: int) -> FakeLayer:
-        return self.layers[i]
-
-
-class FakeTimingCache:
-    def __init__(self, data: bytes):
-        self.data = data
-
-    def serialize(self) -> bytes:
-        return self.data + b"+timed"
-
-
-class FakeProfile:
-    def __init__(self):
-        self.shapes = {}
-
-    def set_shape(self, name, low, opt, high) -> None:
-        self.shapes[name] = (tuple(low), tuple(opt), tuple(high))
-
-
-class FakeConfig:
-    def __init__(self):
-        self.flags = {"TF32"}  # on by default, as in TensorRT
-        self.profiles, self.pools = [], {}
-        self.default_device_type = self.DLA_core = self.timing_cache = None
-        self.timing_cache_seed = None
-
-    def set_flag(self, flag) -> None:
-        self.flags.add(flag.name)
-
-    def clear_flag(self, flag) -> None:
-        self.flags.discard(flag.name)
-
-    def set_memory_pool_limit(self, pool, size) -> None:
-        self.pools[pool.name] = size
-
-    def add_optimization_profile(self, profile) -> None:
-        self.profiles.append(profile)
-
-    def create_timing_cache(self, data: bytes) -> FakeTimingCache:
-        self.timing_cache_seed = data
-        return FakeTimingCache(data)
-
-    def set_timing_cache(self, cache, ignore_mismatch: bool) -> bool:
-        assert ignore_mismatch is False
-        if cache.data.startswith(b"other-gpu"):
-            return False
-        self.timing_cache = cache
-        return True
-
-    def get_timing_cache(self):
-        return self.timing_cache
-
-
-class FakeParser:
-    errors: list[str] = []
-
-    def __init__(self, network, logger):
-        self.network = network
-
-    def parse_from_file(self, path: str) -> bool:
-        assert Path(path).name.endswith(".onnx")
-        return not self.errors
-
-    @property
-    def num_errors(self) -> int:
-        return len(self.errors)
-
-    def get_error(self, i: int) -> str:
-        return self.errors[i]
-
-
-class FakeTRT(types.ModuleType):
-    """The slice of the `tensorrt` module the adapter's builder uses, recording what it was asked."""
-
-    def __init__(self, version: str, dla_cores: int = 0):
-        super().__init__("tensorrt")
-        self.__version__ = version
-        self.float32 = _Named("float32")
-        self.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=_Named("STRONGLY_TYPED", 1))
-        self.BuilderFlag = _Enum("FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS", "GPU_FALLBACK", "TF32")
-        self.MemoryPoolType = _Enum("WORKSPACE")
-        self.DeviceType = _Enum("GPU", "DLA")
-        self.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
-        self.OnnxParser = FakeParser
-        self.built: list[tuple[FakeNetwork, FakeConfig]] = []
-        trt = self
-
-        class Builder:
-            num_DLA_cores = dla_cores
-
-            def __init__(self, logger):
-                pass
-
-            def create_network(self, flags: int) -> FakeNetwork:
-                return FakeNetwork(flags)
-
-            def create_builder_config(self) -> FakeConfig:
-                return FakeConfig()
-
-            def create_optimization_profile(self) -> FakeProfile:
-                return FakeProfile()
-
-            def build_serialized_network(self, network, config):
-                trt.built.append((network, config))
-                return b"engine:" + ",".join(sorted(config.flags)).encode()
-
-        self.Builder = Builder
-
-
-class FakeCudart:
-    def __init__(self, count: int = 1, name: bytes = b"Orin\x00\x00", cc: tuple[int, int] = (8, 7)):
-        self.count, self.props = count, types.SimpleNamespace(name=name, major=cc[0], minor=cc[1])
-
-    def cudaGetDeviceCount(self):
-        return (0, self.count)
-
-    def cudaGetDeviceProperties(self, index: int):
-        return (0, self.props)
-
-    def cudaSetDevice(self, index: int):
-        return (0,)
-
+# ---------------------------------------------------------------- builder calls (stand-ins of real releases)
 
 @pytest.fixture
 def onnx_file(tmp_path) -> Path:
-    from onnx import TensorProto
-
-    return _graph(tmp_path / "model.onnx", TensorProto.FLOAT)
+    return trt_cases.fp32_graph(tmp_path / "model.onnx")
 
 
-def _plan(version, precision="fp16", graph=FP32, timing=None, **extra) -> BuildPlan:
-    plan = make_plan(version, BuildOptions(precision=precision, batch=(1, 4), runtime=TensorRTOptions(**extra)),
-                     graph, [SPEC])
+def _plan(version, precision="fp16", graph=FP32, timing=None, batch=(1, 4), **extra) -> BuildPlan:
+    plan = make_plan(version, BuildOptions(precision=precision, batch=batch, runtime=TensorRTOptions(**extra)),
+                     graph, [trt_cases.SPEC])
     plan.timing_cache = timing
     return plan
 
 
-def test_flag_route_sets_fp16_and_pins_norms(onnx_file):
-    trt = FakeTRT("10.3.0")
-    engine, pinned = build_serialized(trt, onnx_file, _plan((10, 3, 0)), (10, 3, 0))
-    network, config = trt.built[-1]
-    assert network.flags == 0 and engine.startswith(b"engine:")
-    assert {"FP16", "OBEY_PRECISION_CONSTRAINTS"} <= config.flags
+def _build(monkeypatch, release, path, precision="fp16", graph=FP32, **extra):
+    machine = trt_cases.install(monkeypatch, release, **extra.pop("machine", {}))
+    version = parse_version(machine.trt.__version__)
+    engine, pinned = build_serialized(machine.trt, path, _plan(version, precision, graph, **extra), version)
+    return machine, machine.state.builds[-1], pinned
+
+
+@pytest.mark.parametrize("release", trt_cases.TRT10)
+def test_flag_route_sets_fp16_and_pins_norms(monkeypatch, onnx_file, release):
+    machine, header, pinned = _build(monkeypatch, release, onnx_file)
+    assert {"FP16", "OBEY_PRECISION_CONSTRAINTS"} <= set(header["flags"]) and not header["strongly_typed"]
     assert pinned == ["ln", "attn", "mean"]
-    for layer in network.layers:
-        pinned_here = layer.name in pinned
-        assert (layer.precision is trt.float32) == pinned_here
-        assert (layer.output_types == {0: trt.float32}) == pinned_here
-    assert config.profiles[0].shapes == {"input": ((1, 3, 32, 32), (1, 3, 32, 32), (4, 3, 32, 32))}
+    assert machine.state.errors() == []
+    assert header["profile"] == {"x": [[1, 4, 8], [1, 4, 8], [4, 4, 8]]}
 
 
-def test_strong_route_on_10_x_uses_the_creation_flag(onnx_file):
-    trt = FakeTRT("10.13.0")
-    _, pinned = build_serialized(trt, onnx_file, _plan((10, 13, 0), graph=FP16), (10, 13, 0))
-    network, config = trt.built[-1]
-    assert network.flags == 1 << 1  # 1 << int(STRONGLY_TYPED)
-    assert pinned == [] and not {"FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"} & config.flags
-    assert all(layer.precision is None for layer in network.layers)
+@pytest.mark.parametrize("release", trt_cases.TRT10)
+def test_flag_route_pins_precision_and_output_types(monkeypatch, onnx_file, release):
+    machine = trt_cases.install(monkeypatch, release)
+    trt = machine.trt
+    builder = trt.Builder(trt.Logger(trt.Logger.WARNING))
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, trt.Logger())
+    assert parser.parse_from_file(str(onnx_file))
+    pinned = trtb.pin_fp32_layers(trt, network)
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    assert [layer.name for layer in layers if layer.precision == trt.float32 and
+            layer.get_output_type(0) == trt.float32] == pinned == ["ln", "attn", "mean"]
+    assert machine.state.errors() == []
 
 
-def test_strong_route_on_11_passes_no_flags(onnx_file):
-    trt = FakeTRT("11.0.0")
-    build_serialized(trt, onnx_file, _plan((11, 0, 0), graph=FP16), (11, 0, 0))
-    assert trt.built[-1][0].flags == 0  # STRONGLY_TYPED is deprecated and ignored in 11
+@pytest.mark.parametrize("release", TRT_RELEASES)
+def test_strong_route_network_flags_come_from_the_release(monkeypatch, tmp_path, release):
+    machine, header, pinned = _build(monkeypatch, release, trt_cases.fp16_graph(tmp_path / "m.onnx"), graph=FP16)
+    members = SURFACES[release]["classes"]["NetworkDefinitionCreationFlag"]["members"]
+    expected = {"STRONGLY_TYPED"} if version_key(release) < (11,) else set()  # 11: always strong, flag ignored
+    network = machine.state.last_network
+    assert network._state["flags"] == expected and header["strongly_typed"]
+    assert members["STRONGLY_TYPED"] == (1 if version_key(release) < (11,) else 0)
+    assert pinned == [] and not {"FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"} & set(header["flags"])
+    assert machine.state.errors() == []  # no layer precision touched on a strongly typed network
 
 
-def test_fp32_clears_tf32_and_sets_workspace(onnx_file):
-    trt = FakeTRT("10.13.0")
-    build_serialized(trt, onnx_file, _plan((10, 13, 0), "fp32", workspace_mib=512), (10, 13, 0))
-    config = trt.built[-1][1]
-    assert "TF32" not in config.flags and config.pools == {"WORKSPACE": 512 << 20}
+@pytest.mark.parametrize("release", TRT_RELEASES)
+def test_qdq_int8_route(monkeypatch, tmp_path, release):
+    machine, header, pinned = _build(monkeypatch, release, trt_cases.qdq_graph(tmp_path / "m.onnx"), "int8", QDQ)
+    if version_key(release) < (10, 12):
+        assert {"INT8", "FP16", "OBEY_PRECISION_CONSTRAINTS"} <= set(header["flags"]) and not header["strongly_typed"]
+    else:
+        assert header["strongly_typed"] and not {"INT8", "FP16"} & set(header["flags"])
+    assert machine.state.errors() == []
 
 
-def test_dla_with_gpu_fallback(onnx_file):
-    trt = FakeTRT("10.3.0", dla_cores=2)
-    build_serialized(trt, onnx_file, _plan((10, 3, 0), dla_core=1), (10, 3, 0))
-    config = trt.built[-1][1]
-    assert config.default_device_type is trt.DeviceType.DLA and config.DLA_core == 1
-    assert "GPU_FALLBACK" in config.flags
+@pytest.mark.parametrize("release", [TRT_RELEASES[0], TRT_RELEASES[-1]])
+def test_fp32_clears_tf32_and_sets_workspace(monkeypatch, onnx_file, release):
+    machine, header, _ = _build(monkeypatch, release, onnx_file, "fp32", workspace_mib=512)
+    assert "TF32" not in header["flags"] and machine.state.last_config._state["pools"] == {"WORKSPACE": 512 << 20}
+
+
+@pytest.mark.parametrize("release", trt_cases.TRT10)
+def test_dla_builds_a_static_profile_on_the_dla(monkeypatch, onnx_file, release):
+    machine, header, _ = _build(monkeypatch, release, onnx_file, batch=(4,), dla_core=1, machine={"dla_cores": 2})
+    assert header["profile"] == {"x": [[4, 4, 8]] * 3}  # min = opt = max: DLA runs static shapes only
+    assert set(header["devices"].values()) == {"DLA"} and header["dla_core"] == 1
+    assert "GPU_FALLBACK" in header["flags"] and machine.state.errors() == []
     with pytest.raises(RuntimeAdapterError, match="DLA core 2 requested; this device has 2"):
-        build_serialized(trt, onnx_file, _plan((10, 3, 0), dla_core=2), (10, 3, 0))
+        _build(monkeypatch, release, onnx_file, batch=(1,), dla_core=2, machine={"dla_cores": 2})
 
 
-def test_timing_cache_is_reused(onnx_file, tmp_path):
-    trt = FakeTRT("10.13.0")
+def test_dla_refuses_several_batches_and_releases_without_dla():
+    with pytest.raises(RuntimeAdapterError, match=r"static shapes only .* one engine per batch .*asked for 1, 4\)"):
+        _plan((10, 3, 0), batch=(1, 4), dla_core=0)
+    for version in [parse_version(r) for r in trt_cases.TRT11]:
+        with pytest.raises(RuntimeAdapterError, match=r"this TensorRT \(11\.\d+\.0\) has no DLA"):
+            _plan(version, "fp16", FP16, batch=(1,), dla_core=0)
+    assert _plan((11, 4, 1), "fp16", FP16, batch=(1,), dla_core=0).dla == DlaSettings(0, True)
+
+
+def test_a_dynamic_profile_on_dla_falls_back_to_the_gpu(monkeypatch, onnx_file):
+    """The stand-in mirrors the DLA restriction the adapter now respects: what a (1, 4) profile would do."""
+    machine = trt_cases.install(monkeypatch, "10.3.0", dla_cores=1)
+    plan = _plan((10, 3, 0), batch=(1,), dla_core=0)
+    plan.profile = optimisation_profile([trt_cases.SPEC], (1, 4))
+    build_serialized(machine.trt, onnx_file, plan, (10, 3, 0))
+    assert set(machine.state.builds[-1]["devices"].values()) == {"GPU"}
+    assert any("falls back to the GPU" in message for _, message in machine.state.log)
+
+
+@pytest.mark.parametrize("release", [TRT_RELEASES[1], TRT_RELEASES[-1]])
+def test_timing_cache_is_reused(monkeypatch, onnx_file, tmp_path, release, caplog):
+    machine = trt_cases.install(monkeypatch, release)
+    version = parse_version(machine.trt.__version__)
     path = tmp_path / "timing" / "trt.cache"
-    build_serialized(trt, onnx_file, _plan((10, 13, 0), "fp32", timing=path), (10, 13, 0))
-    assert trt.built[-1][1].timing_cache_seed == b"" and path.read_bytes() == b"+timed"
-    build_serialized(trt, onnx_file, _plan((10, 13, 0), "fp32", timing=path), (10, 13, 0))
-    assert trt.built[-1][1].timing_cache_seed == b"+timed"  # the second build starts from the first
-    path.write_bytes(b"other-gpu")  # a foreign cache is refused and replaced, not mixed in
-    build_serialized(trt, onnx_file, _plan((10, 13, 0), "fp32", timing=path), (10, 13, 0))
-    assert trt.built[-1][1].timing_cache_seed == b"" and path.read_bytes() == b"+timed"
+    build_serialized(machine.trt, onnx_file, _plan(version, "fp32", timing=path), version)
+    entries = json.loads(path.read_bytes().split(b"\n", 1)[1])["entries"]
+    build_serialized(machine.trt, onnx_file, _plan(version, "fp32", timing=path), version)
+    assert json.loads(path.read_bytes().split(b"\n", 1)[1])["entries"] == 2 * entries > 0
+    assert not caplog.records  # the stand-in cache counts the tactics of every build that used it
 
 
-def test_parser_errors_are_reported(onnx_file, monkeypatch):
-    monkeypatch.setattr(FakeParser, "errors", ["In node 3 (Attention): unsupported op\ndetail", "other"])
-    message = r"rejected .*model.onnx: In node 3 .*unsupported op \(\+1 more\)"
-    with pytest.raises(RuntimeAdapterError, match=message):
-        build_serialized(FakeTRT("10.3.0"), onnx_file, _plan((10, 3, 0)), (10, 3, 0))
+@pytest.mark.parametrize(("content", "why"), [
+    (b"not a timing cache", "cannot be read"),  # create_timing_cache gives None
+    (None, "was made on another GPU or TensorRT version"),  # set_timing_cache gives False
+])
+def test_unusable_timing_cache_gives_a_fresh_one_and_one_warning(monkeypatch, onnx_file, tmp_path, caplog,
+                                                                 content, why):
+    path = tmp_path / "trt.cache"
+    if content is None:  # a readable cache from another GPU
+        other = trt_cases.install(monkeypatch, "10.13.3.9", gpus=[trt_cases.Gpu("RTX 4090", 8, 9)])
+        build_serialized(other.trt, onnx_file, _plan((10, 13, 3), "fp32", timing=path), (10, 13, 3))
+    else:
+        path.write_bytes(content)
+    machine = trt_cases.install(monkeypatch, "10.13.3.9")
+    with caplog.at_level(logging.WARNING, logger="runtimes.tensorrt_backend"):
+        build_serialized(machine.trt, onnx_file, _plan((10, 13, 3), "fp32", timing=path), (10, 13, 3))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"tensorrt: timing cache {path} {why}; starting a fresh one (the build overwrites it)"]
+    saved = json.loads(path.read_bytes().split(b"\n", 1)[1])
+    assert saved["origin"]["gpu"] == "Orin" and saved["entries"] == 4  # fresh: only this build's tactics
+
+
+def test_parser_errors_are_reported(monkeypatch, tmp_path):
+    path = trt_cases.unsupported_graph(tmp_path / "model.onnx")
+    with pytest.raises(RuntimeAdapterError, match=r"rejected .*model.onnx: In node 0: No importer .*: Celu"):
+        _build(monkeypatch, "10.3.0", path)
 
 
 @pytest.fixture
-def fake_machine(monkeypatch, tmp_path):
-    """Installs FakeTRT as `tensorrt` and a one-GPU cuda-python stand-in."""
-    trt = FakeTRT("10.13.0.35")
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    cudart = FakeCudart()
-    monkeypatch.setattr(trtb, "import_cudart", lambda: cudart)
-    return trt, cudart
+def fake_machine(monkeypatch):
+    """The 10.13 stand-in as `tensorrt` with one GPU (an Orin) behind cuda-python's runtime API."""
+    return trt_cases.install(monkeypatch, "10.13.3.9")
+
+
+def _source(path: Path) -> ModelSource:
+    return ModelSource([trt_cases.SPEC], [trt_cases.OUTPUT], onnx_path=path)
 
 
 def test_backend_build_writes_engine_sidecar_and_reuses_the_cache(fake_machine, onnx_file, tmp_path):
-    trt, cudart = fake_machine
     backend = get_backend("tensorrt")
-    source = ModelSource([SPEC], ["logits"], onnx_path=onnx_file)
     options = BuildOptions(precision="fp16", batch=(1, 4), runtime=TensorRTOptions(cache_dir=str(tmp_path / "cache")))
-    first = backend.build(source, tmp_path / "a", options)
-    assert first.files == ("model.engine", "model.engine.json")
+    first = backend.build(_source(onnx_file), tmp_path / "a", options)
+    assert first.files == ("model.engine", "model.engine.json") and first.batches is None
     assert first.details["engine_cache"] == "miss" and first.details["route"] == "flags"
     assert first.details["fp32_layers"] == ["ln", "attn", "mean"]
     sidecar = json.loads((tmp_path / "a" / "model.engine.json").read_text())
     assert sidecar["key"]["gpu_name"] == "Orin" and sidecar["key"]["compute_capability"] == "8.7"
-    assert sidecar["inputs"] == [{"name": "input", "shape": [None, 3, 32, 32], "dtype": "float32"}]
-    second = backend.build(source, tmp_path / "b", options)
-    assert second.details["engine_cache"] == "hit" and len(trt.built) == 1  # no second build
+    assert sidecar["key"]["tensorrt_version"] == "10.13.3.9"
+    assert sidecar["inputs"] == [{"name": "x", "shape": [None, 4, 8], "dtype": "float32"}]
+    second = backend.build(_source(onnx_file), tmp_path / "b", options)
+    assert second.details["engine_cache"] == "hit" and len(fake_machine.state.builds) == 1  # no second build
     assert second.details["fp32_layers"] == first.details["fp32_layers"]
     assert (tmp_path / "b" / "model.engine").read_bytes() == (tmp_path / "a" / "model.engine").read_bytes()
     assert Path(first.details["timing_cache"]).is_file()
 
 
+def test_backend_dla_build_serves_its_one_batch(monkeypatch, onnx_file, tmp_path):
+    trt_cases.install(monkeypatch, "10.3.0", dla_cores=1)
+    options = BuildOptions(precision="fp16", batch=(2,), runtime=TensorRTOptions(dla_core=0, engine_cache=False,
+                                                                                 cache_dir=str(tmp_path)))
+    assert get_backend("tensorrt").build(_source(onnx_file), tmp_path / "a", options).batches == (2,)
+
+
 def test_cached_engine_is_not_reused_when_its_bytes_changed(fake_machine, onnx_file, tmp_path):
     backend = get_backend("tensorrt")
-    source = ModelSource([SPEC], ["logits"], onnx_path=onnx_file)
     options = BuildOptions(precision="fp32", runtime=TensorRTOptions(cache_dir=str(tmp_path / "cache")))
-    key = backend.build(source, tmp_path / "a", options).details["key"]
+    key = backend.build(_source(onnx_file), tmp_path / "a", options).details["key"]
     folder = trtb.engine_cache_dir(tmp_path / "cache", key)
     assert lookup_cached_engine(folder, key) is not None
     (folder / "model.engine").write_bytes(b"tampered")
@@ -541,33 +467,91 @@ def test_cached_engine_is_not_reused_when_its_bytes_changed(fake_machine, onnx_f
 
 
 def test_backend_load_refuses_an_engine_from_another_gpu(fake_machine, onnx_file, tmp_path):
-    trt, cudart = fake_machine
     backend = get_backend("tensorrt")
-    source = ModelSource([SPEC], ["logits"], onnx_path=onnx_file)
     options = BuildOptions(precision="fp32", runtime=TensorRTOptions(engine_cache=False, cache_dir=str(tmp_path)))
-    backend.build(source, tmp_path / "a", options)
+    backend.build(_source(onnx_file), tmp_path / "a", options)
     runner = backend.load(tmp_path / "a", "model.engine", options)  # same machine: accepted
-    assert [s.name for s in runner.input_specs] == ["input"] and runner.output_names == ["logits"]
-    assert runner.profile["input"][2] == (1, 3, 32, 32)
-    cudart.props = types.SimpleNamespace(name=b"NVIDIA GeForce RTX 4090", major=8, minor=9)
+    assert [s.name for s in runner.input_specs] == ["x"] and runner.output_names == ["y"]
+    assert runner.profile["x"][2] == (1, 4, 8)
+    fake_machine.state.cuda.gpus[0] = trt_cases.Gpu("NVIDIA GeForce RTX 4090", 8, 9)
     with pytest.raises(EngineLoadError, match="compute_capability: engine '8.7', here '8.9'"):
         backend.load(tmp_path / "a", "model.engine", options)
 
 
-def test_backend_build_refuses_fp16_from_fp32_graph_on_trt11(monkeypatch, onnx_file, tmp_path):
-    monkeypatch.setitem(sys.modules, "tensorrt", FakeTRT("11.0.0.1"))
-    monkeypatch.setattr(trtb, "import_cudart", lambda: FakeCudart())
-    source = ModelSource([SPEC], ["logits"], onnx_path=onnx_file)
-    with pytest.raises(RuntimeAdapterError, match="TensorRT 11.0.0 builds fp16 only from an fp16 ONNX graph"):
-        get_backend("tensorrt").build(source, tmp_path, BuildOptions(precision="fp16"))
+@pytest.mark.parametrize("release", trt_cases.TRT11)
+def test_backend_build_refuses_fp16_from_fp32_graph_on_trt11(monkeypatch, onnx_file, tmp_path, release):
+    trt_cases.install(monkeypatch, release)
+    with pytest.raises(RuntimeAdapterError, match=r"TensorRT 11\.\d+\.0 builds fp16 only from an fp16 ONNX graph"):
+        get_backend("tensorrt").build(_source(onnx_file), tmp_path, BuildOptions(precision="fp16"))
 
 
 def test_missing_cuda_device_index(fake_machine, onnx_file, tmp_path):
-    source = ModelSource([SPEC], ["logits"], onnx_path=onnx_file)
     with pytest.raises(RuntimeAdapterError, match="CUDA device 3 is not present"):
-        get_backend("tensorrt").build(source, tmp_path, BuildOptions(device="cuda:3"))
+        get_backend("tensorrt").build(_source(onnx_file), tmp_path, BuildOptions(device="cuda:3"))
     with pytest.raises(RuntimeAdapterError, match="not a CUDA device index"):
-        get_backend("tensorrt").build(source, tmp_path, BuildOptions(device="NPU"))
+        get_backend("tensorrt").build(_source(onnx_file), tmp_path, BuildOptions(device="NPU"))
+
+
+# ---------------------------------------------------------------- the runner (stand-in runtime and cuda-python)
+
+def _built(monkeypatch, tmp_path, release, cuda=None, batch=(1, 4), **machine):
+    stand_in = trt_cases.install(monkeypatch, release, cuda, **machine)
+    path = trt_cases.fp32_graph(tmp_path / "model.onnx")
+    options = BuildOptions(precision="fp32", batch=batch,
+                           runtime=TensorRTOptions(engine_cache=False, cache_dir=str(tmp_path / "cache")))
+    get_backend("tensorrt").build(_source(path), tmp_path / "a", options)
+    return stand_in, get_backend("tensorrt").load(tmp_path / "a", "model.engine", options)
+
+
+@pytest.mark.parametrize(("release", "cuda"), [*((r, trt_cases.cuda_for(r)) for r in TRT_RELEASES),
+                                               *(("10.13.3.9", c) for c in CUDA_RELEASES)])
+def test_runner_activates_allocates_and_infers(monkeypatch, tmp_path, release, cuda):
+    stand_in, runner = _built(monkeypatch, tmp_path, release, cuda)
+    memory = stand_in.state.cuda
+    with runner:
+        # _allocate: one buffer per IO tensor, sized for the profile's max batch (4).
+        assert sorted(len(b) for b in memory.allocations.values()) == [4 * 8 * 4, 4 * 4 * 8 * 4]
+        for batch in (1, 3, 4):
+            x = np.random.default_rng(batch).standard_normal((batch, 4, 8)).astype(np.float32)
+            got = runner.infer({"x": x})["y"]
+            assert got.shape == (batch, 8) and np.abs(got - trt_cases.reference(x)).max() < 1e-5
+        runner.synchronize()
+        assert [kind for kind, _ in memory.copies[:2]] == ["cudaMemcpyHostToDevice", "cudaMemcpyDeviceToHost"]
+        with pytest.raises(InputMismatchError, match="outside the engine's profile"):
+            runner.infer({"x": np.zeros((5, 4, 8), np.float32)})
+    assert memory.allocations == {} and memory.streams == set()  # deactivate freed everything
+    assert stand_in.state.errors() == []
+
+
+def test_runner_failed_allocation_frees_what_it_took(monkeypatch, tmp_path):
+    stand_in, runner = _built(monkeypatch, tmp_path, "11.4.0.106", gpus=[trt_cases.Gpu(memory_bytes=200)])
+    with pytest.raises(RuntimeAdapterError, match=r"cudaMalloc failed: cudaErrorMemoryAllocation \(2\)"):
+        runner.activate()
+    assert not runner.is_active and stand_in.state.cuda.allocations == {} and stand_in.state.cuda.streams == set()
+
+
+def test_runner_refuses_an_engine_the_runtime_cannot_deserialize(monkeypatch, tmp_path):
+    stand_in, runner = _built(monkeypatch, tmp_path, "10.16.1.11")
+    runner.engine_path.write_bytes(b"corrupt")  # the sidecar check is load's job; here the runtime says None
+    with pytest.raises(EngineLoadError, match="TensorRT cannot deserialize"):
+        runner.activate()
+    assert stand_in.state.cuda.streams == set()
+
+
+def test_runner_on_dla_sets_the_runtime_core(monkeypatch, tmp_path):
+    stand_in = trt_cases.install(monkeypatch, "10.3.0", dla_cores=2)
+    path = trt_cases.fp32_graph(tmp_path / "model.onnx")
+    options = BuildOptions(precision="fp16", batch=(2,), runtime=TensorRTOptions(dla_core=1, engine_cache=False,
+                                                                                 cache_dir=str(tmp_path)))
+    get_backend("tensorrt").build(_source(path), tmp_path / "a", options)
+    with get_backend("tensorrt").load(tmp_path / "a", "model.engine", options) as runner:
+        assert runner._engine._state["runtime"]._state["DLA_core"] == 1
+        x = np.ones((2, 4, 8), np.float32)
+        assert np.abs(runner.infer({"x": x})["y"] - trt_cases.reference(x)).max() < 1e-5
+        with pytest.raises(InputMismatchError, match="outside the engine's profile"):
+            runner.infer({"x": np.ones((1, 4, 8), np.float32)})
+    assert stand_in.state.errors() == []
+
 
 
 # ---------------------------------------------------------------- real TensorRT on a GPU
