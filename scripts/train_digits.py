@@ -123,7 +123,7 @@ def train(args) -> None:
     seconds = time.time() - start
     write_split(DIGITS_FILE, split, "test")
     write_split(DIGITS_TRAIN_FILE, split, "train")
-    save(model, info, topk(evaluate(model, x_test), y_test, 1), seconds, args)
+    save(model, info, topk(evaluate(model, x_test), y_test, 1), seconds, split, args)
 
 
 def write_split(path: Path, split: dict[str, np.ndarray], part: str) -> None:
@@ -142,7 +142,7 @@ def write_split(path: Path, split: dict[str, np.ndarray], part: str) -> None:
     print(f"wrote {path} ({len(indices)} images)")
 
 
-def save(model, info, top1: float, seconds: float, args) -> None:
+def save(model, info, top1: float, seconds: float, split: dict[str, np.ndarray], args) -> None:
     weights = models.default_weights_path(info)
     if weights is None:
         raise SystemExit(f"{info.name} has no default_weights path in the registry")
@@ -151,8 +151,9 @@ def save(model, info, top1: float, seconds: float, args) -> None:
     torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, staging)
     os.replace(staging, weights)
     meta = {
-        "model": info.name, "held_out_top1": top1, "held_out_images": 450, "train_images": 1347,
-        "split": "sklearn load_digits, train_test_split(test_size=0.25, stratify=labels, random_state=0)",
+        "model": info.name, "held_out_top1": top1, "held_out_images": len(split["test"]),
+        "train_images": len(split["train"]),
+        "split": f"sklearn load_digits, train_test_split(test_size=0.25, stratify=labels, random_state={SPLIT_SEED})",
         "seed": args.seed, "epochs": args.epochs, "lr": args.lr, "batch": args.batch, "threads": args.threads,
         "torch": torch.__version__, "params": count_params(model), "train_seconds": round(seconds, 1),
         "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), "bytes": weights.stat().st_size,
