@@ -51,7 +51,8 @@ class ModelInfo:
     notes: str = ""
     # A checkpoint shipped with the package (relative to `models/`), loaded when no weights are given.
     default_weights: str | None = None
-    # The shipped labelled set the model was trained for ("digits"): low-precision engines are gated on it.
+    # The shipped labelled set a reference was trained for (`deploy.data.datasets.SHIPPED`, e.g. "digits"):
+    # its held-out images measure real accuracy, so low-precision engines are gated on it.
     reference_dataset: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -250,7 +250,11 @@ class ViTResNAS(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def vit_resnas(network_def: NetworkDef, **kwargs: Any) -> ViTResNAS:
+def vit_resnas(network_def: NetworkDef, num_classes: int | None = None, **kwargs: Any) -> ViTResNAS:
+    """Build from `network_def`; `num_classes` (as every family's config takes it) replaces the head's class count."""
+    if num_classes is not None:
+        head = network_def[-1]
+        network_def = (*network_def[:-1], (*head[:2], num_classes))
     return ViTResNAS(network_def, **kwargs)
 
 

@@ -18,6 +18,7 @@ from models.resnas import (
     PatchConvEmbed,
     ResidualSpatialReduction,
     ViTResNAS,
+    vit_resnas,
 )
 
 # A small network_def with every block type (and a bypassed block) for fast numerics at 56x56:
@@ -290,3 +291,11 @@ def test_inconsistent_network_def_is_rejected() -> None:
     bad[3] = (1, (20, 3, 8), (20, 48), 1)  # width 20 after a reduction to 24
     with pytest.raises(ValueError, match=r"network_def\[3\]"):
         ViTResNAS(tuple(bad), img_size=56)
+
+
+def test_num_classes_replaces_the_head_s_class_count() -> None:
+    """The config key every family takes (the dataset checks read it) sets the head, as in timm."""
+    model = vit_resnas(SMALL_DEF, num_classes=3, img_size=56)
+    assert model.num_classes == 3 and model.network_def[-1] == (2, 32, 3)
+    assert model(torch.randn(2, 3, 56, 56)).shape == (2, 3)
+    assert vit_resnas(SMALL_DEF, img_size=56).network_def == SMALL_DEF

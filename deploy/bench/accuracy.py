@@ -54,4 +54,4 @@ def check_dataset(spec: str, info: ModelInfo) -> None:
         return
     if classes != 10:
         raise DeployError(f"--dataset {spec} holds 10 digit classes; {info.name} predicts {classes} "
-                          "(use it with hvt_digits, or pass an image folder)")
+                          "(use it with a *_digits reference such as hvt_digits, or pass an image folder)")

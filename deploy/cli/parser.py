@@ -38,7 +38,7 @@ def _bench_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int)
     p.add_argument("--seed", type=int, help="seed of the timed and parity inputs (default 0)")
     p.add_argument("--dataset", help="top-1/top-5 per engine next to PyTorch's: 'digits' (shipped, for "
-                   "hvt_digits) or an image folder with one subfolder per class")
+                   "the *_digits references) or an image folder with one subfolder per class")
     p.add_argument("--limit", type=int, help="at most this many dataset images (class-balanced)")
     p.add_argument("--out", help="where engines (and, without --json, results) are written (default: artifacts)")
     p.add_argument("--json", help="results JSON, rewritten after every cell (default: OUT/bench-*.json)")

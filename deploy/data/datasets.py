@@ -1,8 +1,9 @@
 """Labelled image sets, preprocessed for one model: the shipped digits and ImageNet-style folders.
 
 Datasets:
-- `digits`: the held-out split of scikit-learn's 8x8 handwritten digits shipped in
-  `deploy/data/digits_test.npz` (for the `*_digits` references), preprocessed like any image;
+- `digits`: scikit-learn's 8x8 handwritten digits, shipped for the `*_digits` references and preprocessed
+  like any image: the 450 held-out images in `deploy/data/digits_test.npz` (split "test", for measuring)
+  and the 1,347 training images in `deploy/data/digits_train.npz` (split "train", for int8 calibration);
 - a folder ImageNet-style: one subfolder per class. Class indices follow the sorted subfolder names
   (torchvision's `ImageFolder` convention, which is the ImageNet-1k index for its wnid folders), or
   the order of a `classes.txt` beside them (one name a line) when the folder holds only some classes.
@@ -26,11 +27,15 @@ if TYPE_CHECKING:
 
     from models.registry import ModelInfo
 
-DIGITS_FILE = Path(__file__).parent / "digits_test.npz"
-DIGITS_TRAIN_FILE = Path(__file__).parent / "digits_train.npz"  # the training split: int8 calibration images
-SHIPPED = {"digits": DIGITS_FILE}
-SHIPPED_TRAIN = {"digits": DIGITS_TRAIN_FILE}
 Split = Literal["test", "train"]
+SPLITS: tuple[Split, ...] = ("test", "train")
+
+DIGITS_FILE = Path(__file__).parent / "digits_test.npz"
+DIGITS_TRAIN_FILE = Path(__file__).parent / "digits_train.npz"
+# Shipped sets by name: the held-out file (what `--dataset digits` measures on) ...
+SHIPPED = {"digits": DIGITS_FILE}
+# ... and the training file of the same set (disjoint from it; calibration draws from here).
+SHIPPED_TRAIN = {"digits": DIGITS_TRAIN_FILE}
 
 
 @dataclass
@@ -53,7 +58,7 @@ def digits_image(pixels: np.ndarray) -> Image:
 
 
 def load_digits_set(info: ModelInfo, path: Path = DIGITS_FILE, limit: int | None = None) -> LabeledSet:
-    """The shipped held-out digits (`images` uint8 (N, 8, 8), `labels`), preprocessed for `info`."""
+    """Shipped digits (`images` uint8 (N, 8, 8), `labels`; held-out by default), preprocessed for `info`."""
     try:
         with np.load(path) as data:
             pixels, labels = data["images"], data["labels"].astype(np.int64)
@@ -111,11 +116,14 @@ def _round_robin(groups: list[tuple[int, list[Path]]], limit: int | None) -> lis
 def load_dataset(spec: str, info: ModelInfo, limit: int | None = None, split: Split = "test") -> LabeledSet:
     """`digits` (shipped) or a class-subfolder image folder, preprocessed for the model `info`.
 
-    `split` picks the shipped set's held-out images ("test", for measuring) or its training images
-    ("train", for calibration); a folder is what it is.
+    `split` picks a shipped set's held-out images ("test", to measure on) or its training images
+    ("train", to calibrate on: never measure on these, the references were fitted to them). A folder is
+    one set and ignores it.
     """
+    if split not in SPLITS:
+        raise DeployError(f"unknown dataset split {split!r} (expected one of {', '.join(SPLITS)})")
     if spec in SHIPPED:
-        dataset = load_digits_set(info, (SHIPPED_TRAIN if split == "train" else SHIPPED)[spec], limit)
+        dataset = load_digits_set(info, (SHIPPED if split == "test" else SHIPPED_TRAIN)[spec], limit)
     else:
         dataset = load_image_folder(Path(spec), info, limit)
     num_classes = int(info.config.get("num_classes", 1000))
