@@ -22,7 +22,7 @@ EXIT_FAILED = 1
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from deploy.bench import ResultsFile, run_bench
-    from deploy.bench.formats import contended, format_table, to_csv, to_markdown
+    from deploy.bench.formats import contended, format_table, profile_lines, to_csv, to_markdown
     from deploy.bench.progress import LinePrinter, RichProgress
     from deploy.bench.run import Resume
     from deploy.errors import DeployError
@@ -46,6 +46,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise
     cores = document.environment.get("cpu_count")
     print(format_table(document.results, cores))
+    profiles = profile_lines(document.results)
+    if profiles:
+        print("\n" + "\n".join(profiles))
     busy = contended(document.results, cores)
     if busy:
         cells = " ".join(f"--retry {r.model}/{r.target}/{r.precision}/{r.batch}" for r in busy)
@@ -111,6 +114,7 @@ def _bench_settings(args: argparse.Namespace, profile: DeviceProfile | None) -> 
         seed=pick(args.seed, 0), dataset=args.dataset, dataset_limit=args.limit,
         power=bool(profile and "power" in profile.record and PowerSampler.available()),
         passes=pick(args.passes, "default"), weights=args.weights, device=profile.name if profile else None,
+        layer_profile=bool(args.profile),
     )
 
 
