@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import functools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,8 +134,9 @@ def test_macs_per_group_add_up_to_the_models_macs(exported):
 
 
 def test_a_fused_chain_maps_to_the_node_that_writes_its_surviving_output():
-    source = [SourceNode("q", ("x",), ("q",)), SourceNode("scores", ("q",), ("s",)), SourceNode("softmax", ("s",), ("p",)),
-              SourceNode("context", ("p",), ("c",)), SourceNode("proj", ("c",), ("y",))]
+    source = [SourceNode("q", ("x",), ("q",)), SourceNode("scores", ("q",), ("s",)),
+              SourceNode("softmax", ("s",), ("p",)), SourceNode("context", ("p",), ("c",)),
+              SourceNode("proj", ("c",), ("y",))]
     derived = [SourceNode("reorder", ("x",), ("x2",)), SourceNode("q", ("x2",), ("q",)),
                SourceNode("fused_attention", ("q",), ("c",)), SourceNode("proj", ("c",), ("y",))]
     found = trace_sources(source, derived)
@@ -144,8 +146,8 @@ def test_a_fused_chain_maps_to_the_node_that_writes_its_surviving_output():
 
 
 def test_neighbours_fill_downstream_before_upstream():
-    nodes = [SourceNode("norm", ("x",), ("n",)), SourceNode("matmul", ("n",), ("m",)), SourceNode("split", ("m",), ("s",)),
-             SourceNode("attention", ("s",), ("a",))]
+    nodes = [SourceNode("norm", ("x",), ("n",)), SourceNode("matmul", ("n",), ("m",)),
+             SourceNode("split", ("m",), ("s",)), SourceNode("attention", ("s",), ("a",))]
     filled = fill_from_neighbours(nodes, {"norm": ("norm",), "attention": ("attention",)})
     assert filled["matmul"] == filled["split"] == ("attention",)
 
@@ -159,9 +161,9 @@ def test_tensorrt_layers_name_their_onnx_nodes():
 
 
 def test_a_runtime_node_spanning_an_attentions_core_is_fused_attention():
-    groups = {"mm1": Group("blocks.0", "scores"), "sm": Group("blocks.0", "softmax"), "mm2": Group("blocks.0", "context"),
-              "fc": Group("blocks.0", "mlp"), "gelu": Group("blocks.0", "mlp"), "add": Group("blocks.0", "residual"),
-              "ln": Group("head", "head")}
+    groups = {"mm1": Group("blocks.0", "scores"), "sm": Group("blocks.0", "softmax"),
+              "mm2": Group("blocks.0", "context"), "fc": Group("blocks.0", "mlp"), "gelu": Group("blocks.0", "mlp"),
+              "add": Group("blocks.0", "residual"), "ln": Group("head", "head")}
     ops = {"mm1": "MatMul", "sm": "Softmax", "mm2": "MatMul", "fc": "MatMul", "gelu": "Gelu", "add": "Add",
            "ln": "LayerNormalization"}
     assert runtime_group(["mm1", "sm", "mm2"], groups, ops) == Group("blocks.0", "attention")
@@ -234,7 +236,7 @@ def test_a_profiled_cell_covers_its_graph(profiled_bench):
         summary = rows[(target, 1)].layer_profile
         assert summary is not None and rows[(target, 2)].layer_profile is None, "the first batch only"
         assert summary.nodes is None and summary.groups is None, "the row carries the summary"
-        full = PROFILE.validate_json(open(summary.file).read())
+        full = PROFILE.validate_json(Path(summary.file).read_text())
         assert full.runtime == target and full.batch == 1 and full.timed_ms == rows[(target, 1)].latency_ms.p50
         assert len(full.nodes) >= 20 and all(n.group for n in full.nodes)
         unnamed = [n.name for n in full.nodes if n.group == "other"]

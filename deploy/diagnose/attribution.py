@@ -180,19 +180,19 @@ def _adopt_neighbours(nodes: Sequence[NodeInfo], groups: dict[str, Group]) -> No
 
 def runtime_group(sources: Sequence[str], groups: Mapping[str, Group], ops: Mapping[str, str]) -> Group:
     """The group of a runtime node that runs these ONNX nodes: theirs if they agree; a fused attention if they
-    span an attention's core; else the group of the heaviest op among them."""
-    found = [groups[s] for s in sources if s in groups]
-    if not found:
+    span an attention's core; else the group of the heaviest op among them (the first of equals)."""
+    known = [(source, groups[source]) for source in sources if source in groups]
+    if not known:
         return OTHER
-    distinct = set(found)
+    distinct = {group for _, group in known}
     if len(distinct) == 1:
-        return found[0]
+        return known[0][1]
     units = {g.unit for g in distinct}
     parts = {g.part for g in distinct}
     if len(units) == 1 and parts <= {*ABSORBABLE, "attention"} and len(parts & _CORE) >= 2:
-        return Group(found[0].unit, "attention")
-    heaviest = max(range(len(found)), key=lambda i: (_WEIGHT.get(ops.get(sources[i], ""), 1), -i))
-    return found[heaviest]
+        return Group(known[0][1].unit, "attention")
+    weights = [_WEIGHT.get(ops.get(source, ""), 1) for source, _ in known]
+    return known[weights.index(max(weights))][1]
 
 
 # aten op (as FlopCounterMode names it) -> the ONNX op it becomes, for the part rules

@@ -22,7 +22,7 @@ from pathlib import Path
 import onnx
 
 import models
-from runtimes import ProfileRequest, Runner, RuntimeProfile, SourceNode
+from runtimes import NodeTime, ProfileRequest, Runner, RuntimeProfile, SourceNode
 from runtimes.profiling import ProfilingUnavailableError
 
 from ..errors import DeployError
@@ -122,43 +122,54 @@ def write_profile(path: Path, profile: LayerProfile) -> None:
     write_json_atomic(Path(path), PROFILE.dump_python(profile, mode="json"))
 
 
+@dataclass
+class _Tally:
+    """Time, runtime nodes and MACs per module group, and the wholes their shares are taken of."""
+
+    times: dict[Group, float]
+    counts: dict[Group, int]
+    macs: dict[Group, int]
+    total_ms: float
+
+    def share(self, name: str, groups: Iterable[Group], area: str | None = None) -> Share:
+        chosen = list(groups)
+        time_ms = sum(self.times.get(g, 0.0) for g in chosen)
+        macs = sum(self.macs.get(g, 0) for g in chosen)
+        whole = sum(self.macs.values())
+        return Share(name, time_ms, time_ms / self.total_ms if self.total_ms else 0.0, macs,
+                     macs / whole if whole else 0.0, sum(self.counts.get(g, 0) for g in chosen), area)
+
+
 def attribute(measured: RuntimeProfile, table: list[NodeInfo], macs: dict[Group, int], batch: int,
               top: int = 10) -> LayerProfile:
     """A runtime profile attributed to module groups; MACs aligned with what the runtime ran."""
     groups = classify_nodes(table)
     ops = {n.name: n.op_type for n in table}
     placed = [(node, runtime_group(node.source_nodes, groups, ops)) for node in measured.nodes]
-    times: dict[Group, float] = {}
-    counts: dict[Group, int] = {}
+    tally = _Tally({}, {}, {}, measured.total_ms)
     for node, group in placed:
-        times[group] = times.get(group, 0.0) + node.time_ms
-        counts[group] = counts.get(group, 0) + 1
-    macs = _aligned(macs, times)
-    total, node_ms = measured.total_ms, measured.node_ms
-    total_macs = sum(macs.values())
-
-    def share(name: str, time_ms: float, mac: int, nodes: int, area: str | None = None) -> Share:
-        return Share(name, time_ms, time_ms / total if total else 0.0, mac, mac / total_macs if total_macs else 0.0,
-                     nodes, area)
-
-    order = _unit_order(groups.values(), times, macs)
-    keys = sorted(set(times) | set(macs), key=lambda g: (order.index(g.unit), list(PARTS).index(g.part)))
+        tally.times[group] = tally.times.get(group, 0.0) + node.time_ms
+        tally.counts[group] = tally.counts.get(group, 0) + 1
+    tally.macs = _aligned(macs, tally.times)
+    order = _unit_order(groups.values(), tally.times, tally.macs)
+    keys = sorted(set(tally.times) | set(tally.macs), key=lambda g: (order.index(g.unit), list(PARTS).index(g.part)))
+    total = measured.total_ms
     nodes = [NodeShare(n.name, n.op_type, n.time_ms, n.time_ms / total if total else 0.0, g.label, n.kernel,
                        list(n.source_nodes)) for n, g in placed]
     slowest = sorted(nodes, key=lambda n: -n.time_ms)
+    unassigned = [n for n in slowest if n.group == OTHER.label]
     return LayerProfile(
-        runtime=measured.runtime, batch=batch, runs=measured.runs, total_ms=total, node_ms=node_ms,
-        coverage=node_ms / total if total else 0.0, macs=total_macs,
-        parts=[share(p, *_summed(keys, times, macs, counts, lambda g, p=p: g.part == p), area=PARTS[p][0])
-               for p in PARTS if any(g.part == p for g in keys)],
-        units=[share(u, *_summed(keys, times, macs, counts, lambda g, u=u: g.unit == u)) for u in order
-               if any(g.unit == u for g in keys)],
-        op_types=_op_types(placed, share),
+        runtime=measured.runtime, batch=batch, runs=measured.runs, total_ms=total, node_ms=measured.node_ms,
+        coverage=measured.node_ms / total if total else 0.0, macs=sum(tally.macs.values()),
+        parts=[tally.share(p, [g for g in keys if g.part == p], PARTS[p][0]) for p in PARTS
+               if any(g.part == p for g in keys)],
+        units=[tally.share(u, [g for g in keys if g.unit == u]) for u in order if any(g.unit == u for g in keys)],
+        op_types=_op_types(placed, total),
         top_nodes=[NodeShare(n.name, n.op_type, n.time_ms, n.time_share, n.group, n.kernel) for n in slowest[:top]],
-        unassigned=[n.name for n in slowest if n.group == OTHER.label],
-        notes=[*measured.notes, *_coverage_notes(node_ms, total, [n for n in slowest if n.group == OTHER.label])],
+        unassigned=[n.name for n in unassigned],
+        notes=[*measured.notes, *_coverage_notes(measured.node_ms, total, unassigned)],
         threads=measured.threads,
-        groups=[share(g.label, times.get(g, 0.0), macs.get(g, 0), counts.get(g, 0), PARTS[g.part][0]) for g in keys],
+        groups=[tally.share(g.label, [g], PARTS[g.part][0]) for g in keys],
         nodes=nodes)
 
 
@@ -181,17 +192,13 @@ def _unit_order(graph_groups: Iterable[Group], times: dict[Group, float], macs: 
     return [*order, OTHER.unit]
 
 
-def _summed(keys, times, macs, counts, chosen) -> tuple[float, int, int]:
-    picked = [g for g in keys if chosen(g)]
-    return (sum(times.get(g, 0.0) for g in picked), sum(macs.get(g, 0) for g in picked),
-            sum(counts.get(g, 0) for g in picked))
-
-
-def _op_types(placed, share) -> list[Share]:
+def _op_types(placed: list[tuple[NodeTime, Group]], total_ms: float) -> list[Share]:
+    """Time per runtime op type, slowest first."""
     by_op: dict[str, list[float]] = {}
     for node, _ in placed:
         by_op.setdefault(node.op_type, []).append(node.time_ms)
-    return sorted((share(op, sum(ts), 0, len(ts)) for op, ts in by_op.items()), key=lambda s: -s.time_ms)
+    shares = [Share(op, sum(ts), sum(ts) / total_ms if total_ms else 0.0, nodes=len(ts)) for op, ts in by_op.items()]
+    return sorted(shares, key=lambda s: -s.time_ms)
 
 
 def _coverage_notes(node_ms: float, total: float, unassigned: list[NodeShare]) -> list[str]:
