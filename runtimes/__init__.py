@@ -2,8 +2,9 @@
 
 Takes what the export stage hands on (a `ModelSource`: the rewritten ONNX file or the PyTorch module, with
 `BuildOptions` and the adapter's typed `RuntimeOptions`); hands on engine files in an artifact folder
-(`Backend.build`) and a `Runner` that infers on named numpy arrays (`Backend.load`). `doctor` says which
-runtimes this machine has.
+(`Backend.build`) and a `Runner` that infers on named numpy arrays (`Backend.load`), and profiles per node
+through its runtime's own profiler in a separate engine (`Runner.profile_layers`, `profiling`). `doctor` says
+which runtimes this machine has.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import importlib
 from .base import Availability, Backend, BuildOptions, BuildResult, ModelSource, Runner, TensorSpec
 from .errors import EngineLoadError, InputMismatchError, RuntimeAdapterError, RuntimeUnavailableError
 from .options import RuntimeOptions
+from .profiling import NodeTime, ProfileRequest, ProfilingUnavailableError, RuntimeProfile, SourceNode
 
 # target name -> "module:Class". Adding a runtime is one line here plus its module.
 BACKENDS: dict[str, str] = {
@@ -32,10 +34,15 @@ __all__ = [
     "EngineLoadError",
     "InputMismatchError",
     "ModelSource",
+    "NodeTime",
+    "ProfileRequest",
+    "ProfilingUnavailableError",
     "Runner",
     "RuntimeAdapterError",
     "RuntimeOptions",
+    "RuntimeProfile",
     "RuntimeUnavailableError",
+    "SourceNode",
     "TensorSpec",
     "get_backend",
     "target_names",

@@ -2,8 +2,9 @@
 
 A `Backend` knows whether its runtime is usable here, builds an engine from an ONNX file into a
 folder, and loads that folder as a `Runner`. A `Runner` is activated once, then `infer`s on a dict
-of named numpy arrays and returns a dict of named numpy arrays. Heavy runtimes are imported inside
-methods only, so listing backends or running the CLI never needs them.
+of named numpy arrays and returns a dict of named numpy arrays; `profile_layers` gives per-node times from
+the runtime's own profiler, in a profiling engine of its own (`runtimes.profiling`). Heavy runtimes are
+imported inside methods only, so listing backends or running the CLI never needs them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from .errors import EngineLoadError, InputMismatchError, RuntimeAdapterError, RuntimeUnavailableError
 from .options import RuntimeOptions
+from .profiling import ProfileRequest, ProfilingUnavailableError, RuntimeProfile
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
@@ -157,6 +159,23 @@ class Runner(abc.ABC):
             problem = spec.accepts(np.asarray(feed[spec.name]))
             if problem:
                 raise InputMismatchError(f"{self.name}: {problem}")
+
+    def profiling_unavailable(self) -> str | None:
+        """Why this runner cannot profile per node here (None: it can); see `runtimes.profiling`."""
+        return "this runtime has no per-node profiler adapter"
+
+    def profile_layers(self, request: ProfileRequest) -> RuntimeProfile:
+        """Per-node times from the runtime's own profiler, in a profiling engine of its own (never this
+        runner's session, so timed runs stay unprofiled). The runner must be active."""
+        if not self.is_active:
+            raise RuntimeAdapterError(f"{self.name}: activate() the runner before profile_layers()")
+        reason = self.profiling_unavailable()
+        if reason:
+            raise ProfilingUnavailableError(f"{self.name}: {reason}")
+        return self._profile_layers(request)
+
+    def _profile_layers(self, request: ProfileRequest) -> RuntimeProfile:
+        raise ProfilingUnavailableError(f"{self.name}: {self.profiling_unavailable()}")
 
     @abc.abstractmethod
     def _activate(self) -> None: ...

@@ -19,6 +19,11 @@ coremltools >= 8.2 (the `coreml` extra): 8.0 asserts that `inputs` is None for a
 accepts named inputs but keeps the program's argument name (seen with torch 2.13: "x", not "input"). The
 converted program's input and output names are checked after conversion, so a coremltools that names them
 otherwise is one error, not a model the export stage cannot feed.
+
+Profiles (macOS only): Core ML exposes no per-operation times, only its compute plan (`MLComputePlan`):
+each operation's estimated share of the work and the device it is planned on. A profile spreads the
+measured median wall time of a second, separately loaded model over the operations by those shares, and
+says so in its notes.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import contextlib
 import io
 import logging
 import platform
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -50,6 +56,7 @@ from .base import (
     first_line,
 )
 from .options import RuntimeOptions, options_for
+from .profiling import NodeTime, ProfileRequest, RuntimeProfile
 
 # coremltools logs a warning on every import for each macOS-only native module it cannot load on Linux
 # and for each untested torch/scikit-learn version: noise in every CLI run. Its errors still show.
@@ -209,6 +216,48 @@ class CoreMLRunner(Runner):
         inputs = {s.name: np.ascontiguousarray(feed[s.name], dtype=np.float32) for s in self.input_specs}
         outputs = self.model.predict(inputs)
         return {name: np.asarray(outputs[name], dtype=np.float32) for name in self.output_names}
+
+    def profiling_unavailable(self) -> str | None:
+        return None if can_predict_here() else f"Core ML's compute plan needs macOS (this is {platform.system()})"
+
+    def _profile_layers(self, request: ProfileRequest) -> RuntimeProfile:
+        """Estimated per-operation shares from the compute plan, times the median wall time of a second model."""
+        import coremltools as ct
+        from coremltools.models.compute_plan import MLComputePlan
+
+        units = compute_units(self.units)
+        model = ct.models.MLModel(str(self.path), compute_units=units)
+        walls = []
+        for i in range(request.warmup + request.runs):
+            inputs = {s.name: np.ascontiguousarray(request.feed(i)[s.name], dtype=np.float32)
+                      for s in self.input_specs}
+            start = time.perf_counter()
+            model.predict(inputs)
+            walls.append((time.perf_counter() - start) * 1e3)
+        total = float(np.median(walls[request.warmup:]))
+        plan = MLComputePlan.load_from_path(model.get_compiled_model_path(), compute_units=units)
+        producers = {tensor: node.name for node in request.source for tensor in node.outputs}
+        nodes = []
+        for op in _plan_operations(plan.model_structure.program.functions["main"].block):
+            cost = plan.get_estimated_cost_for_mlprogram_operation(op)
+            if cost is None or op.operator_name == "const":
+                continue
+            usage = plan.get_compute_device_usage_for_mlprogram_operation(op)
+            name = op.outputs[0].name if op.outputs else op.operator_name
+            device = type(usage.preferred_compute_device).__name__ if usage else None
+            sources = tuple(producers[o.name] for o in op.outputs if o.name in producers)
+            nodes.append(NodeTime(name, op.operator_name, cost.weight * total, sources, device))
+        return RuntimeProfile(self.name, nodes, request.runs, total, notes=[
+            "Core ML reports estimated shares of the work per operation, not times: each operation's time is its "
+            "share of the measured median wall time"])
+
+
+def _plan_operations(block):
+    """Every operation of a compute plan's block, nested blocks included."""
+    for op in block.operations:
+        yield op
+        for inner in op.blocks:
+            yield from _plan_operations(inner)
 
 
 class CoreMLBackend(Backend):

@@ -9,6 +9,12 @@ Precisions:
   because an `f16` hint on an x86 CPU without FP16 silently becomes bf16 (seen here with 2026.4).
 - int8: post-training quantization with NNCF on the calibration feeds; layers NNCF leaves in float
   run at f32.
+
+Profiles come from the CPU plugin's own counters: a second compiled model with `PERF_COUNT` on, whose
+request's `get_profiling_info()` gives each executed node's time after every inference. The plugin runs
+its own graph (fused FullyConnected+Gelu, tokenised attention `Subgraph`s, inserted reorders); each of its
+nodes names the IR operations it runs in its rt_info `originalLayersNames`, and those are traced back to
+the ONNX nodes (the ONNX frontend keeps node names and tensor names).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +42,15 @@ from .base import (
     TensorSpec,
 )
 from .options import RuntimeOptions, options_for
+from .profiling import (
+    NodeTime,
+    ProfileRequest,
+    RuntimeProfile,
+    SourceNode,
+    fill_from_neighbours,
+    median_per_node,
+    trace_sources,
+)
 
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 # Devices that are not in `core.available_devices` but dispatch to the ones that are.
@@ -186,6 +202,73 @@ class OpenVINORunner(Runner):
         # The request reuses its output tensors on the next call: copy them out.
         return {name: np.array(results[port]) for name, port in
                 zip(self.output_names, self.compiled.outputs, strict=True)}
+
+    def profiling_unavailable(self) -> str | None:
+        return None
+
+    def _profile_layers(self, request: ProfileRequest) -> RuntimeProfile:
+        """Runs through a second compiled model with PERF_COUNT on; this runner's (the timed one) has it off."""
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(str(self.xml_path))
+        compiled = core.compile_model(model, self.device, {**self.config, "PERF_COUNT": True})
+        infer = compiled.create_infer_request()
+        kinds: dict[str, tuple[str, str]] = {}  # node -> (type, kernel)
+        runs: list[dict[str, float]] = []
+        walls = []
+        for i in range(request.warmup + request.runs):
+            feed = {s.name: np.ascontiguousarray(request.feed(i)[s.name], dtype=s.dtype) for s in self.input_specs}
+            start = time.perf_counter()
+            infer.infer(feed)
+            walls.append((time.perf_counter() - start) * 1e3)
+            if i >= request.warmup:  # the counters hold the last inference only
+                runs.append(_executed(kinds, infer.get_profiling_info()))
+        origins = _runtime_origins(compiled.get_runtime_model(), trace_sources(request.source, _graph_nodes(model)))
+        nodes = [NodeTime(name, kinds[name][0], ms, origins.get(name, ()), kinds[name][1])
+                 for name, ms in median_per_node(runs).items()]
+        threads = self.config.get("INFERENCE_NUM_THREADS")
+        return RuntimeProfile(self.name, nodes, request.runs, float(np.median(walls[request.warmup:])),
+                              threads=int(threads) if threads else None)
+
+
+def _executed(kinds: dict[str, tuple[str, str]], info) -> dict[str, float]:
+    """One inference's counters: node -> ms, for the nodes that ran (fused ones report NOT_RUN)."""
+    import openvino as ov
+
+    times = {}
+    for entry in info:
+        if entry.status == ov.ProfilingInfo.Status.EXECUTED:
+            kinds.setdefault(entry.node_name, (entry.node_type, entry.exec_type))
+            times[entry.node_name] = entry.real_time.total_seconds() * 1e3
+    return times
+
+
+def _tensor_id(output) -> tuple[str, ...]:
+    """A port's tensor names (the ONNX tensor names, kept by the ONNX frontend), or a made-up unique id."""
+    names = sorted(output.get_names())
+    return tuple(names) or (f"{output.get_node().get_friendly_name()}:{output.get_index()}",)
+
+
+def _graph_nodes(model) -> list[SourceNode]:
+    nodes = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "Constant":
+            continue
+        inputs = tuple(t for port in op.inputs() for t in _tensor_id(port.get_source_output()))
+        nodes.append(SourceNode(op.get_friendly_name(), inputs, tuple(t for o in op.outputs() for t in _tensor_id(o))))
+    return nodes
+
+
+def _runtime_origins(runtime_model, ir_sources: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """runtime node -> ONNX nodes, through the IR operations its rt_info `originalLayersNames` lists."""
+    found: dict[str, tuple[str, ...]] = {}
+    for op in runtime_model.get_ordered_ops():
+        info = op.get_rt_info()
+        names = str(info["originalLayersNames"].astype(str)) if "originalLayersNames" in info else ""
+        onnx_nodes = [n for layer in names.split(",") if layer for n in ir_sources.get(layer, ())]
+        found[op.get_friendly_name()] = tuple(dict.fromkeys(onnx_nodes))
+    return fill_from_neighbours(_graph_nodes(runtime_model), found)
 
 
 class OpenVINOBackend(Backend):

@@ -1,8 +1,17 @@
-"""ONNX Runtime backend (CPU execution provider): the engine is the rewritten ONNX file itself."""
+"""ONNX Runtime backend (CPU execution provider): the engine is the rewritten ONNX file itself.
+
+Profiles come from ORT's own profiler: a second session with `SessionOptions.enable_profiling`, whose
+trace JSON holds each kernel's time per run (`<node>_kernel_time` events inside each `model_run`). ORT
+runs its own optimized graph (fusions, NCHWc layout nodes), so that session also saves it
+(`optimized_model_filepath`) and each optimized node is traced back to the ONNX nodes it computes.
+"""
 
 from __future__ import annotations
 
+import json
 import shutil
+import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +30,7 @@ from .base import (
     TensorSpec,
     first_line,
 )
+from .profiling import NodeTime, ProfileRequest, RuntimeProfile, SourceNode, median_per_node, trace_sources
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
               "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
@@ -36,19 +46,27 @@ class OrtRunner(Runner):
         self.providers = providers or ("CPUExecutionProvider",)
         self.session: Any = None
 
-    def _activate(self) -> None:
+    def _session_options(self):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         if self.threads:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
+        return options
+
+    def _session(self, options):
+        import onnxruntime as ort
+
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=list(self.providers))
+            return ort.InferenceSession(str(self.path), options, providers=list(self.providers))
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
             raise EngineLoadError(
                 f"onnxruntime cannot load {self.path} (corrupt or incompatible ONNX?): {first_line(exc)}"
             ) from None
+
+    def _activate(self) -> None:
+        self.session = self._session(self._session_options())  # profiling stays off: this is the timed session
         self.input_specs = [
             TensorSpec(i.name, tuple(d if isinstance(d, int) else (d or None) for d in i.shape),
                        _ORT_TYPES.get(i.type, "float32"))
@@ -63,6 +81,57 @@ class OrtRunner(Runner):
         feed = {s.name: np.asarray(feed[s.name], dtype=s.dtype) for s in self.input_specs}
         outputs = self.session.run(self.output_names, feed)
         return dict(zip(self.output_names, outputs, strict=True))
+
+    def profiling_unavailable(self) -> str | None:
+        return None
+
+    def _profile_layers(self, request: ProfileRequest) -> RuntimeProfile:
+        """Warm-up and profiled runs through a second session with ORT's profiler on; this runner's is untouched."""
+        with tempfile.TemporaryDirectory(prefix="ort-profile-") as work:
+            options = self._session_options()
+            options.enable_profiling = True
+            options.log_severity_level = 3  # ORT warns that an optimized NCHWc graph is machine-specific: known
+            options.profile_file_prefix = str(Path(work) / "ort")
+            options.optimized_model_filepath = str(Path(work) / "optimized.onnx")
+            session = self._session(options)
+            walls = []
+            for i in range(request.warmup + request.runs):
+                feed = {s.name: np.asarray(request.feed(i)[s.name], dtype=s.dtype) for s in self.input_specs}
+                start = time.perf_counter()
+                session.run(self.output_names, feed)
+                walls.append((time.perf_counter() - start) * 1e3)
+            events = json.loads(Path(session.end_profiling()).read_text())
+            origins = trace_sources(_graph_nodes(self.path), _graph_nodes(Path(work) / "optimized.onnx"))
+        ops, times = _kernel_times(events, request.runs)
+        return RuntimeProfile(self.name, [NodeTime(name, ops[name], ms, origins.get(name, ())) for name, ms in
+                                          times.items()], request.runs, float(np.median(walls[-request.runs:])),
+                              threads=self.threads)
+
+
+def _graph_nodes(path: Path) -> list[SourceNode]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [SourceNode(n.name, tuple(i for i in n.input if i), tuple(n.output)) for n in graph.node]
+
+
+def _kernel_times(events: list[dict[str, Any]], runs: int) -> tuple[dict[str, str], dict[str, float]]:
+    """(node -> op type, node -> median ms) over the last `runs` model runs of an ORT trace."""
+    windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                     if e.get("cat") == "Session" and e.get("name") == "model_run")[-runs:]
+    per_run: list[dict[str, float]] = [{} for _ in windows]
+    ops: dict[str, str] = {}
+    for event in events:
+        name = event.get("name", "")
+        if event.get("cat") != "Node" or not name.endswith("_kernel_time"):
+            continue
+        run = next((i for i, (start, end) in enumerate(windows) if start <= event["ts"] <= end), None)
+        if run is None:
+            continue  # a warm-up run
+        node = name[: -len("_kernel_time")]
+        ops[node] = event.get("args", {}).get("op_name", "?")
+        per_run[run][node] = per_run[run].get(node, 0.0) + event["dur"] / 1e3
+    return ops, median_per_node(per_run)
 
 
 def _has_qdq(path: Path) -> bool:

@@ -44,6 +44,10 @@ Decisions:
 * **Runner.** Device buffers are allocated once, at the profile's max shapes, with cuda-python's
   runtime API; `synchronize()` waits on the runner's stream (timing with CUDA events is the
   benchmark harness's job).
+* **Per-layer profile.** Engines are built with `ProfilingVerbosity.DETAILED` (it stores layer
+  metadata, not slower kernels), so the engine inspector names each layer's ONNX nodes (`[ONNX Layer:
+  name]`). `profile` runs a second execution context with an `IProfiler` (`LayerTimes`); the timed
+  context never has one.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -75,6 +80,7 @@ from .base import (
     first_line,
 )
 from .options import RuntimeOptions, options_for
+from .profiling import NodeTime, ProfileRequest, RuntimeProfile, median_per_node
 
 MIN_VERSION = (10, 0)
 STRONG_PREFERRED = (10, 12)  # weak typing deprecated
@@ -498,6 +504,9 @@ def pin_fp32_layers(trt, network) -> list[str]:
 def configure(trt, builder, network, plan: BuildPlan):
     """A builder config for the plan; returns (config, names of layers pinned to fp32)."""
     config = builder.create_builder_config()
+    verbosity = getattr(trt, "ProfilingVerbosity", None)
+    if verbosity is not None:  # layer metadata (the ONNX nodes of each layer) for per-layer profiles
+        config.profiling_verbosity = verbosity.DETAILED
     if plan.workspace_mib:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(plan.workspace_mib) << 20)
     # The engine cache key records plan.builder_flags(): set exactly those, so the key can't drift from the build.
@@ -653,6 +662,35 @@ class TensorRTRunner(Runner):
             raise InputMismatchError(f"tensorrt: input {name!r} shape {shape} is outside the engine's "
                                      f"profile {tuple(low)}..{tuple(high)}; rebuild with a wider batch list")
 
+    def profiling_unavailable(self) -> str | None:
+        return None
+
+    def _profile_layers(self, request: ProfileRequest) -> RuntimeProfile:
+        """The request's runs through a second execution context carrying an IProfiler, on this runner's buffers."""
+        import tensorrt as trt
+
+        profiler = layer_times(trt)
+        context = self._engine.create_execution_context()
+        context.profiler = profiler
+        for name, pointer in self._buffers.items():
+            context.set_tensor_address(name, pointer)
+        timed, self._context, walls, runs = self._context, context, [], []
+        try:
+            for i in range(request.warmup + request.runs):
+                start = time.perf_counter()
+                self._infer(request.feed(i))  # synchronises: the run's layer times are reported
+                walls.append((time.perf_counter() - start) * 1e3)
+                runs.append(dict(profiler.totals))
+                profiler.totals.clear()
+        finally:
+            self._context = timed  # the timed context never carries the profiler
+        layers = _inspected_layers(trt, self._engine)
+        order = [node.name for node in request.source]
+        nodes = [NodeTime(name, layers.get(name, {}).get("LayerType", "layer"), ms,
+                          layer_sources(name, layers.get(name, {}).get("Metadata", ""), order))
+                 for name, ms in median_per_node(runs[request.warmup:]).items()]
+        return RuntimeProfile(self.name, nodes, request.runs, float(np.median(walls[request.warmup:])))
+
     def synchronize(self) -> None:
         """Wait for work queued on this runner's stream (benchmarks time around it with CUDA events)."""
         if self._stream is not None:
@@ -666,6 +704,48 @@ class TensorRTRunner(Runner):
                 self._cudart.cudaStreamDestroy(self._stream)
         self._buffers.clear()
         self._context = self._engine = self._stream = None
+
+
+# ---------------------------------------------------------------- per-layer profile
+
+def layer_times(trt):
+    """An `IProfiler` summing each layer's reported time (ms) over the runs (a factory: tensorrt loads lazily)."""
+
+    class LayerTimes(trt.IProfiler):  # type: ignore[name-defined]  # the module is passed in, not imported
+        def __init__(self) -> None:
+            trt.IProfiler.__init__(self)
+            self.totals: dict[str, float] = {}
+
+        def report_layer_time(self, layer_name: str, ms: float) -> None:
+            self.totals[layer_name] = self.totals.get(layer_name, 0.0) + ms
+
+    return LayerTimes()
+
+
+def _inspected_layers(trt, engine) -> dict[str, dict[str, Any]]:
+    """Layer name -> the inspector's record (LayerType, Metadata), where the engine was built DETAILED."""
+    try:
+        info = json.loads(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
+    except Exception:  # an engine built without detailed verbosity lists names only
+        return {}
+    return {layer["Name"]: layer for layer in info.get("Layers", []) if isinstance(layer, dict) and "Name" in layer}
+
+
+_ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^|\]]+?)\s*(?:\||\])")
+_FOREIGN_RANGE = re.compile(r"ForeignNode\[(.+?)\.\.\.(.+?)\]")
+
+
+def layer_sources(layer_name: str, metadata: str, onnx_order: Sequence[str]) -> tuple[str, ...]:
+    """The ONNX nodes a TensorRT layer runs: from its metadata (`[ONNX Layer: a]\\x1f[ONNX Layer: b]`), else from
+    its name (`a + b`, or Myelin's `{ForeignNode[a...b]}`: every node from a to b in graph order)."""
+    named = tuple(dict.fromkeys(_ONNX_LAYER.findall(metadata or "")))
+    if named:
+        return named
+    position = {name: i for i, name in enumerate(onnx_order)}
+    span = _FOREIGN_RANGE.search(layer_name)
+    if span and span.group(1) in position and span.group(2) in position:
+        return tuple(onnx_order[position[span.group(1)]: position[span.group(2)] + 1])
+    return tuple(part.strip() for part in layer_name.split(" + ") if part.strip() in position)
 
 
 # ---------------------------------------------------------------- backend

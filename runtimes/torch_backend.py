@@ -37,6 +37,10 @@ class TorchRunner(Runner):
         if self.threads:
             torch.set_num_threads(self.threads)
 
+    def profiling_unavailable(self) -> str | None:
+        return ("the PyTorch reference has no per-node profile here: its program is not the ONNX graph the other "
+                "runtimes run (torch.profiler profiles it)")
+
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 

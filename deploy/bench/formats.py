@@ -106,3 +106,21 @@ def to_markdown(results: list[ResultRow]) -> str:
                  _percent(f["top1"]), _percent(f["reference_top1"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def profile_lines(results: list[ResultRow], parts: int = 4) -> list[str]:
+    """One line per profiled cell: its largest parts' latency share next to their MAC share."""
+    lines = []
+    for r in results:
+        cell = f"  {r.model} {r.target} {r.precision} b{r.batch}"
+        if r.layer_profile_error:
+            lines.append(f"{cell}: no profile ({r.layer_profile_error})")
+        elif r.layer_profile:
+            p = r.layer_profile
+            largest = sorted(p.parts, key=lambda s: -s.time_share)[:parts]
+            shares = ", ".join(f"{s.name} {100 * s.time_share:.0f}% | {100 * s.mac_share:.0f}%" for s in largest)
+            lines.append(f"{cell}: {shares}; nodes cover {100 * p.coverage:.0f}% of {p.total_ms:.2f} ms")
+    if lines:
+        lines.insert(0, "per-layer profiles (latency share | MAC share of the largest parts; `python -m deploy report` "
+                        "draws them, each row's layer_profile.file holds the full profile):")
+    return lines

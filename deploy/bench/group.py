@@ -2,7 +2,9 @@
 
 Takes a `Group` and the run's shared `GroupContext`; hands on one `ResultRow` per batch and never raises
 for a problem of the cell itself (a missing runtime, a failed export or parity, a runtime error), so
-the matrix goes on.
+the matrix goes on. With `--profile`, once every batch is timed, the engine is profiled per layer at its
+first timed batch through the runtime's own profiler (a profiling engine of its own, never the timed
+one); the profile's summary goes on that row, the full profile to `OUT/profiles/`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import runtimes
 from runtimes import Runner
 from runtimes.base import first_line
 
+from ..diagnose.profile import ProfileSettings, profile_runner, write_profile
 from ..errors import DeployError
 from ..export.onnx_cache import OnnxCache
 from ..export.request import ExportRequest, ExportResult
@@ -35,6 +38,7 @@ from .settings import BenchSettings
 if TYPE_CHECKING:
     from models.registry import ModelInfo
 
+    from ..export.manifest import Manifest
     from .power import PowerSampler
 
 
@@ -105,7 +109,7 @@ def _run_engine(exported: ExportResult, info: ModelInfo, rows: list[ResultRow],
                 context: GroupContext) -> list[ResultRow]:
     settings = context.settings
     watch = MemoryWatch()
-    runner, _ = load_artifact(exported.artifact_dir, threads=settings.threads)
+    runner, manifest = load_artifact(exported.artifact_dir, threads=settings.threads)
     timed = []
     with runner:
         for row in rows:  # ascending batch: the running peak is this batch's peak
@@ -118,7 +122,32 @@ def _run_engine(exported: ExportResult, info: ModelInfo, rows: list[ResultRow],
         if settings.dataset and context.references is not None:
             record = _accuracy(runner, info, exported, max(r.batch for r in rows), context)
             timed = [replace(row, accuracy=record) for row in timed]
+        if settings.layer_profile:  # after every timed run: the profile never shares their time
+            timed = _with_profile(runner, manifest, exported, timed, context)
     return timed
+
+
+def _with_profile(runner: Runner, manifest: Manifest, exported: ExportResult, rows: list[ResultRow],
+                  context: GroupContext) -> list[ResultRow]:
+    """The first timed batch's row with the engine's per-layer profile (or why there is none)."""
+    first = next((i for i, row in enumerate(rows) if row.status == "ok"), None)
+    if first is None:
+        return rows
+    row, settings = rows[first], context.settings
+    try:
+        profile = profile_runner(runner, manifest, exported.artifact_dir,
+                                 ProfileSettings(batch=row.batch, threads=settings.threads, seed=settings.seed,
+                                                 buffers=settings.buffers),
+                                 timed_ms=row.latency_ms.p50 if row.latency_ms else None)
+        path = context.out / "profiles" / f"{row.model}-{row.target}-{row.precision}-b{row.batch}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_profile(path, profile)
+        profiled = replace(row, layer_profile=profile.summary(file=str(path)))
+    except (DeployError, runtimes.RuntimeAdapterError) as exc:
+        profiled = replace(row, layer_profile_error=str(exc))
+    except Exception as exc:  # the timings stand even if the profiler fails
+        profiled = replace(row, layer_profile_error=f"{type(exc).__name__}: {first_line(exc)}")
+    return [*rows[:first], profiled, *rows[first + 1:]]
 
 
 def _accuracy(runner: Runner, info: ModelInfo, exported: ExportResult, batch: int,

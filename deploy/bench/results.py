@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
 from pydantic import Field, TypeAdapter, ValidationError
 
+from ..diagnose.records import LayerProfile
 from ..errors import DeployError
 from ..fileio import write_json_atomic, write_text_atomic
 from ..passes.record import PassRecord
@@ -139,6 +140,9 @@ class ResultRow:
     load_average: Annotated[list[float | None] | None, OMITTED_IF_NONE] = None
     device: Annotated[str | None, OMITTED_IF_NONE] = None  # cluster runs: the device label the cell was planned for
     node: Annotated[NodeRecord | None, OMITTED_IF_NONE] = None  # cluster runs: the node that ran it
+    # `bench --profile`: where the time goes, by module (a summary; `layer_profile.file` holds the full one).
+    layer_profile: Annotated[LayerProfile | None, OMITTED_IF_NONE] = None
+    layer_profile_error: Annotated[str | None, OMITTED_IF_NONE] = None  # why the profile could not be made
 
     @property
     def key(self) -> CellKey:

@@ -1,4 +1,4 @@
-"""How a benchmark run measures: timing, threads, seed, dataset, power, passes, weights and device profile.
+"""How a benchmark run measures: timing, threads, seed, dataset, power, passes, weights, device profile, profiles.
 
 Every field is recorded in the results file's `settings`; `RESUME_KEYS` are those whose change makes
 old and new cells incomparable, so a resumed run must match them.
@@ -31,6 +31,8 @@ class BenchSettings:
     passes: str | None = "default"  # as export's --passes
     weights: str | None = None  # a checkpoint, when benchmarking one model
     device: str | None = None  # the device profile's name
+    # A per-layer profile of each engine at its first batch (`bench --profile`), after and apart from its timed runs.
+    layer_profile: bool = False
 
     def __post_init__(self) -> None:
         at_least = {"--runs": (self.runs, 1), "--buffers": (self.buffers, 1), "--warmup": (self.warmup_s, 0),

@@ -24,7 +24,7 @@ EXIT_FAILED = 1
 def run_and_print(args: argparse.Namespace, request: BenchRequest, name: str, executor: Executor | None = None) -> int:
     """Run the matrix into the results files, print the table and any contended cells; exit 1 if a cell failed."""
     from deploy.bench import ResultsFile, run_bench
-    from deploy.bench.formats import contended, format_table, to_csv, to_markdown
+    from deploy.bench.formats import contended, format_table, profile_lines, to_csv, to_markdown
     from deploy.bench.progress import LinePrinter, RichProgress
     from deploy.bench.run import Resume
 
@@ -40,6 +40,9 @@ def run_and_print(args: argparse.Namespace, request: BenchRequest, name: str, ex
         raise
     cores = document.environment.get("cpu_count")
     print(format_table(document.results, cores))
+    profiles = profile_lines(document.results)
+    if profiles:
+        print("\n" + "\n".join(profiles))
     busy = contended(document.results, cores)
     if busy:
         cells = " ".join(f"--retry {r.model}/{r.target}/{r.precision}/{r.batch}" for r in busy)
@@ -95,6 +98,7 @@ def bench_settings(args: argparse.Namespace, defaults: Defaults) -> BenchSetting
         threads=pick(args.threads, defaults.threads),
         seed=pick(args.seed, 0), dataset=args.dataset, dataset_limit=args.limit, power=defaults.power,
         passes=pick(args.passes, "default"), weights=args.weights, device=defaults.device,
+        layer_profile=bool(args.profile),
     )
 
 

@@ -114,6 +114,23 @@ def cmd_debug_precision(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from deploy.diagnose.profile import ProfileSettings, format_profile, profile_artifact, write_profile
+
+    settings = ProfileSettings(batch=args.batch, runs=args.runs, warmup=args.warmup, threads=args.threads,
+                               top=args.top)
+    if args.json:
+        from deploy.fileio import ensure_writable
+
+        ensure_writable(Path(args.json).resolve().parent, "--json")
+    profile = profile_artifact(Path(args.artifact), settings)
+    print(format_profile(profile, f"{args.artifact}: "))
+    if args.json:
+        write_profile(Path(args.json), profile)
+        print(f"\nprofile: {args.json}")
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     if args.cluster:
         from .cluster_commands import cluster_doctor

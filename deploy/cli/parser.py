@@ -55,6 +55,9 @@ def _bench_parsers(sub: argparse._SubParsersAction) -> None:
                    "pip install -e .[cluster]): one results file for every device")
     p.add_argument("--fetch-artifacts", action="store_true",
                    help="with --cluster, copy each engine folder back into OUT/<device>@<host>/")
+    p.add_argument("--profile", action="store_true", default=None,
+                   help="also a per-layer profile of each engine at its first batch, through the runtime's own "
+                        "profiler, in runs separate from the timed ones")
 
     p = sub.add_parser("report", help="HTML report with plots and the MAC-to-latency fidelity table")
     p.add_argument("results", nargs="+", metavar="RESULTS.json")
@@ -136,6 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-dir", help="int8 calibration images, as for export")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--top", type=int, default=5, help="how many of the worst layers to list")
+
+    p = sub.add_parser("profile", help="where an engine's time goes: per-layer profile through its runtime's "
+                       "profiler, attributed to the model's modules next to their MACs")
+    p.add_argument("artifact", metavar="ARTIFACT_DIR", help="an artifact folder (artifacts/hvt_s_1/onnxruntime-fp32)")
+    p.add_argument("--runs", type=int, default=20, help="profiled runs (default 20)")
+    p.add_argument("--warmup", type=int, default=5, help="warm-up runs before them (default 5)")
+    p.add_argument("--threads", type=int, help="runtime threads (default: the runtime's)")
+    p.add_argument("--batch", type=int, default=1, help="default 1")
+    p.add_argument("--top", type=int, default=10, help="how many of the slowest nodes to list (default 10)")
+    p.add_argument("--json", help="write the full profile (every module group and runtime node) to this file")
 
     p = sub.add_parser("inspect", help="op histogram, opset, inputs and outputs of an ONNX file")
     p.add_argument("file")

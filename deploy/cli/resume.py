@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 # bench flag -> BenchSettings field it sets
 SETTING_FLAGS = {"warmup": "warmup_s", "runs": "runs", "duration": "duration_s", "buffers": "buffers",
                  "threads": "threads", "seed": "seed", "dataset": "dataset", "limit": "dataset_limit",
-                 "passes": "passes", "weights": "weights"}
+                 "passes": "passes", "weights": "weights", "profile": "layer_profile"}
 
 
 def resumed_request(args: argparse.Namespace) -> BenchRequest:

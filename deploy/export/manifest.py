@@ -73,6 +73,8 @@ class OnnxRecord:
     passes: list[PassRecord]
     op_histogram: dict[str, int]
     auto: Annotated[dict[str, Any] | None, OMITTED_IF_NONE] = None  # --passes auto's candidates and choice
+    # The graph's nodes with their module scopes, in the artifact folder, for per-layer profiles.
+    node_map: Annotated[str | None, OMITTED_IF_NONE] = None
 
 
 @dataclass

@@ -13,6 +13,7 @@ import logging
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ import runtimes
 from runtimes import Availability, Backend, BuildOptions, BuildResult, ModelSource, Runner, TensorSpec
 
 from ..data.datasets import load_dataset
+from ..diagnose.nodes import write_node_map
 from ..errors import DeployError, ParityError
 from ..fileio import ensure_writable
 from ..passes.quantize import Calibration
@@ -86,6 +88,8 @@ def export(request: ExportRequest, onnx_cache: OnnxCache | None = None) -> Expor
             key = GraphKey(info.name, request.weights, request.use_ema, request.seed, request.opset or spec.opset or 0)
             graph = prepare_onnx(job, key, request, onnx_cache or OnnxCache(Path(work)), Path(work))
             source.onnx_path, onnx_record = graph.path, graph.details
+            # Engines other than ORT's keep neither node names nor scopes: profiles read them from here.
+            onnx_record = replace(onnx_record, node_map=write_node_map(graph.path, stage))
         build = backend.build(source, stage, options)
         manifest = _manifest(request, model, job, status, build, stage)
         manifest.onnx = onnx_record

@@ -7,6 +7,8 @@ or that OLD has and NEW lacks (unless `--allow-missing`): a gate must not pass b
 stopped running. Cells that became unavailable or unverified (a runtime missing on the new machine), or
 that only NEW has, are listed but do not fail the check. Two files that share no cell are an error
 (exit 2), not a pass.
+Where both files carry a per-layer profile of a cell (`bench --profile`), a profile diff follows: each
+part's time then and now, so a change shows where it happened. It informs; it does not gate.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from ..bench.results import CellKey, ResultRow, ResultsDocument, load_results
 from ..errors import DeployError
+from .profiles import profile_diff
 
 
 def parse_threshold(text: str) -> float:
@@ -120,7 +123,22 @@ def compare_files(old_path: Path, new_path: Path, gate: Gate) -> tuple[str, bool
         raise DeployError(f"{old_path} ({len(old.results)} cell(s)) and {new_path} ({len(new.results)} cell(s)) "
                           "share no cell: nothing to compare, so no regression check was made")
     entries, regressed = compare_reports(old, new, gate)
-    return format_comparison(entries, gate.threshold, gate.metric, _environment_notes(old, new)), regressed
+    text = format_comparison(entries, gate.threshold, gate.metric, _environment_notes(old, new))
+    return "\n".join([text, *_profile_diffs(old, new, key)]), regressed
+
+
+def _profile_diffs(old: ResultsDocument, new: ResultsDocument, key: Callable[[ResultRow], CellKey]) -> list[str]:
+    """A part-by-part diff for every cell both files profiled."""
+    new_rows = {key(r): r for r in new.results}
+    lines: list[str] = []
+    for row in old.results:
+        other = new_rows.get(key(row))
+        if row.layer_profile and other is not None and other.layer_profile:
+            model, target, precision, batch, device = key(row)
+            model = f"{model}@{device}" if device else model
+            lines += ["", *profile_diff(f"{model} {target} {precision} b{batch}", row.layer_profile,
+                                        other.layer_profile)]
+    return ["", "profile diff (per-layer profiles in both files):", *lines] if lines else []
 
 
 def _environment_notes(old: ResultsDocument, new: ResultsDocument) -> list[str]:

@@ -16,6 +16,7 @@ from ..errors import DeployError
 from ..fileio import ensure_writable
 from . import plots
 from .fidelity import FidelityRow, FidelityTables, Point, Series, fidelity, fidelity_text, kept_text
+from .profiles import ProfiledCell, plot_profiles, profiles_html
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ def write_report(paths: list[Path], out: Path, baseline: str = "deit_s", metric:
         if any(p.top1 is not None for p in points if p.batch == batch):
             plots.plot_accuracy(points, out / f"accuracy_b{batch}.png", batch, metric=metric)
             figures.append(f"accuracy_b{batch}.png")
+    figures += plot_profiles(_profiled(rows), out)
     page = out / "index.html"
     page.write_text(_html(headers, rows, figures, tables, baseline, metric))
     return page, fidelity_text(tables, baseline, metric)
@@ -105,9 +107,15 @@ def _html(headers: list[FileHeader], rows: list[LabelledRow], figures: list[str]
                  "Saving kept = (1 &minus; latency ratio) / (1 &minus; MAC ratio).</p>")
     parts += [_fidelity_html(series, table, baseline) for series, table in sorted(tables.items())]
     parts.append(_devices_html(rows))
+    parts.append(profiles_html(_profiled(rows)))
     parts.append("<h2>Results</h2>" + _contention_html(headers, rows) + _results_html(rows))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _profiled(rows: list[LabelledRow]) -> list[ProfiledCell]:
+    return [ProfiledCell(r.runtime, r.row.model, r.row.batch, r.row.layer_profile) for r in rows
+            if r.row.layer_profile is not None]
 
 
 def _environment_html(header: FileHeader) -> str:

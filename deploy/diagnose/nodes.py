@@ -1,0 +1,76 @@
+"""The ONNX graph an engine was built from, as a small table of nodes with their PyTorch module scopes.
+
+A profile maps runtime nodes back to ONNX nodes and ONNX nodes to modules, so it needs the graph's
+node names, tensors and scopes, not its weights. ONNX Runtime's engine is the ONNX file itself; the other
+ONNX-built engines (OpenVINO IR, TensorRT plans) keep neither names nor scopes, so the export stage writes
+this table (`NODE_MAP`, a few hundred KB at most) into every ONNX-built artifact folder.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from pydantic import TypeAdapter, ValidationError
+
+from ..errors import DeployError
+from ..fileio import write_text_atomic
+from ..passes import scopes
+
+NODE_MAP = "onnx_nodes.json"
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One ONNX node: what it is, the tensors it reads and writes, and the PyTorch module it came from."""
+
+    name: str
+    op_type: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    module: str | None = None  # `blocks.0.attn.qkv`; "" for the model's own top level; None if not recorded
+    classes: tuple[str, ...] = ()  # the module classes down to it, then the aten op (the exporter's record)
+    domain: str = ""
+
+
+_TABLE = TypeAdapter(list[NodeInfo])
+
+
+def node_table(model: onnx.ModelProto) -> list[NodeInfo]:
+    """Every node of the graph, in its (topological) order; weights are not inputs here."""
+    weights = {t.name for t in model.graph.initializer}
+    table = []
+    for node in model.graph.node:
+        classes = scopes.metadata(node).get(scopes.CLASSES)
+        table.append(NodeInfo(node.name, node.op_type, tuple(i for i in node.input if i and i not in weights),
+                              tuple(node.output), scopes.module_path(node), _listed(classes), node.domain))
+    return table
+
+
+def _listed(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return ()
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return ()
+    return tuple(str(v) for v in value) if isinstance(value, (list, tuple)) else ()
+
+
+def write_node_map(onnx_path: Path, folder: Path) -> str:
+    """Write the table of `onnx_path`'s nodes into `folder`; returns the file's name."""
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    write_text_atomic(Path(folder) / NODE_MAP, json.dumps(_TABLE.dump_python(node_table(model), mode="json")))
+    return NODE_MAP
+
+
+def read_node_map(path: Path) -> list[NodeInfo]:
+    try:
+        return _TABLE.validate_json(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DeployError(f"cannot read the ONNX node map {path}: {exc.strerror or exc}") from None
+    except (ValidationError, UnicodeDecodeError) as exc:
+        raise DeployError(f"{path} is not an ONNX node map ({str(exc).splitlines()[0]}); re-run export") from None
