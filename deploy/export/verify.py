@@ -25,8 +25,10 @@ def verify_engine(job: EngineJob, status: Availability, folder: Path, build: Bui
     tolerance = TOLERANCES[job.precision]
     record: dict[str, Any] = {"tolerance": {"max_abs_rel": tolerance.max_abs_rel, "min_cosine": tolerance.min_cosine},
                               "inputs": f"standard normal, seed {job.seed}"}
-    if not status.can_run:
-        record.update(passed=None, skipped=f"{job.backend.name} cannot run here: {status.reason}")
+    # An engine may be unrunnable here even where its runtime runs (ExecuTorch's Core ML delegate on Linux).
+    if not status.can_run or build.details.get("can_run_here") is False:
+        reason = status.reason if not status.can_run else build.details.get("run_reason", "")
+        record.update(passed=None, skipped=f"{job.backend.name} cannot run here: {reason}")
         return record
     source = job.source
     spec, output = source.input_specs[0], source.output_names[0]
