@@ -17,13 +17,15 @@ import models
 from deploy.data import datasets
 from deploy.export import ExportRequest, accuracy, export, load_artifact
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("executorch") is None,
+HAVE_EXECUTORCH = importlib.util.find_spec("executorch") is not None
+pytestmark = pytest.mark.skipif(not HAVE_EXECUTORCH,
                                 reason="the executorch extra is not installed: pip install -e .[executorch]")
 
 ZOO_224 = [info.name for info in models.list_models() if info.input_size == (3, 224, 224)]
 RUN_ZOO = os.environ.get("VIT_DEPLOY_EXECUTORCH_ZOO") == "1"
-zoo = pytest.mark.skipif(not RUN_ZOO, reason="lowering a full-size model to ExecuTorch costs 25-40 s of CPU each "
-                                             "(13 models); set VIT_DEPLOY_EXECUTORCH_ZOO=1 to run them")
+ZOO_REASON = ("lowering a full-size model to ExecuTorch costs 25-40 s of CPU each (13 models); "
+              "set VIT_DEPLOY_EXECUTORCH_ZOO=1 to run them")
+zoo = pytest.mark.skipif(HAVE_EXECUTORCH and not RUN_ZOO, reason=ZOO_REASON)
 # Ops that carry the FLOPs; XNNPACK must take every occurrence.
 COMPUTE_OPS = ("aten.linear.default", "aten.bmm.default", "aten.convolution.default")
 
