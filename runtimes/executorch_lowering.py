@@ -10,12 +10,14 @@ in 27 subgraphs, with the same outputs (max error 7e-7 of the output scale):
   around the softmax, for fully masked rows) over `expand` + `bmm` with the scale split as two
   `mul.Scalar`s; none of those masking ops, expands or scalar multiplies are XNNPACK ops. Written here as
   q*scale @ k^T -> softmax -> @ v on 3-D batched matmuls (exact without a mask, which the zoo never passes).
-- `unbind` (the packed q/k/v split) and `squeeze`: core ATen's `squeeze_copy` is not an XNNPACK op; a
-  slice + reshape is.
+- `unbind` (the packed q/k/v split), `select` (the cls token read out for the head) and `squeeze`: core
+  ATen's `squeeze_copy` and `select_copy` are not XNNPACK ops; a slice + reshape is.
 - `max_pool1d` (HVT's token pooling): core ATen turns it into `max_pool2d_with_indices`, which XNNPACK does
   not take; `max_pool2d` over a (1, k) window on a reshaped input it does.
 - `mean` over the tokens of a (B, N, C) tensor (HVT's head): XNNPACK only averages the two inner dims of a
   4-D tensor, so it is taken as exactly that, over a (B, C, N, 1) view.
+- `expand` that changes no size (the cls token's, at batch 1): a copy, which XNNPACK takes and removes. A
+  real broadcast (the cls token at batch > 1) has no XNNPACK op and stays on the portable kernels.
 
 LayerNorm stays on the portable kernels: ExecuTorch 1.5's XNNPACK partitioner has no LayerNorm, and
 writing it out as mean/var arithmetic made `hvt_ti_1` 25 % slower (20.7 vs 16.2 ms at batch 1).
@@ -42,7 +44,7 @@ from .base import RuntimeAdapterError, TensorSpec, first_line
 
 DELEGATE_IDS = {"xnnpack": "XnnpackBackend", "coreml": "CoreMLBackend"}
 CALIBRATION_BATCH = 32  # calibration images per observed pass (HistogramObserver's cost is per call)
-DECOMPOSITIONS = ("scaled_dot_product_attention", "unbind", "squeeze", "max_pool1d", "mean")
+DECOMPOSITIONS = ("scaled_dot_product_attention", "unbind", "select", "squeeze", "max_pool1d", "mean", "expand")
 # Nodes that move no data: `getitem` picks a delegate's or LayerNorm's output, `sym_size` reads a shape.
 _BOOKKEEPING = ("getitem", "aten.sym_size.int", "executorch_call_delegate")
 
@@ -55,10 +57,12 @@ def decomposition_table() -> dict[Any, Callable[..., Any]]:
     return {
         aten.scaled_dot_product_attention.default: _attention,
         aten.unbind.int: _unbind,
+        aten.select.int: _select,
         aten.squeeze.dims: _squeeze_dims,
         aten.squeeze.dim: lambda x, dim: _squeeze_dims(x, [dim]),
         aten.max_pool1d.default: _max_pool1d,
         aten.mean.dim: _mean_dim,
+        aten.expand.default: _expand,
     }
 
 
@@ -86,6 +90,16 @@ def _unbind(x, dim=0):
     dim = dim % x.dim()
     shape = [size for i, size in enumerate(x.shape) if i != dim]
     return [aten.reshape.default(aten.slice.Tensor(x, dim, i, i + 1), shape) for i in range(x.shape[dim])]
+
+
+def _select(x, dim, index):
+    import torch
+
+    aten = torch.ops.aten
+    dim = dim % x.dim()
+    index = index % x.shape[dim] if isinstance(index, int) else index
+    shape = [size for i, size in enumerate(x.shape) if i != dim]
+    return aten.reshape.default(aten.slice.Tensor(x, dim, index, index + 1), shape)
 
 
 def _squeeze_dims(x, dims):
@@ -118,6 +132,15 @@ def _mean_dim(x, dim, keepdim=False, dtype=None):
     grid = aten.reshape.default(aten.permute.default(x, [0, 2, 1]), [batch, channels, tokens, 1])
     pooled = aten.mean.dim(grid, [2, 3], True)
     return aten.reshape.default(pooled, [batch, 1, channels] if keepdim else [batch, channels])
+
+
+def _expand(x, size, implicit=False):
+    """An expand that changes no size (the cls token's at batch 1) as a copy XNNPACK takes and then drops."""
+    if len(size) != x.dim() or any(new not in (-1, old) for new, old in zip(size, x.shape, strict=True)):
+        return NotImplemented  # a real broadcast: no XNNPACK op for it, it stays on the portable kernels
+    import torch
+
+    return torch.ops.aten.clone.default(x)
 
 
 def infer_batch_in_views(program) -> int:
