@@ -23,6 +23,7 @@ BACKENDS: dict[str, str] = {
     "openvino": "runtimes.openvino_backend:OpenVINOBackend",
     "tensorrt": "runtimes.tensorrt_backend:TensorRTBackend",
     "coreml": "runtimes.coreml_backend:CoreMLBackend",
+    "executorch": "runtimes.executorch_backend:ExecuTorchBackend",
 }
 
 __all__ = [

@@ -32,11 +32,13 @@ IMAGES = {
     "onnxruntime": ("onnxruntime", None, "cpu"),
     "openvino": ("openvino", "openvino", "cpu"),
     "coreml": ("coreml", "coreml", "cpu"),
+    "executorch": ("executorch", "executorch", "cpu"),
     "tensorrt": ("tensorrt", "tensorrt", "cuda"),
     "jetson": ("tensorrt", "tensorrt", "jetson"),
 }
 # The pip package whose version the io.vit-deploy.runtime-version label names, where pip installs it.
-RUNTIME_PACKAGE = {"onnxruntime": "onnxruntime", "openvino": "openvino", "coreml": "coremltools"}
+RUNTIME_PACKAGE = {"onnxruntime": "onnxruntime", "openvino": "openvino", "coreml": "coremltools",
+                   "executorch": "executorch"}
 # Images whose base ships TensorRT: pip must never be asked for it.
 BASE_TENSORRT = {"tensorrt", "jetson"}
 # What a Dockerfile may COPY from the build context: the package and the image build helper.

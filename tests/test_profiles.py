@@ -28,8 +28,9 @@ def test_shipped_profiles_parse_and_name_real_models(name):
 
 def test_cpu_profile_content():
     profile = load_profile("cpu")
-    assert profile.targets == ("torch", "onnxruntime", "openvino")
-    assert profile.precisions == {"torch": ("fp32",), "onnxruntime": ("fp32",), "openvino": ("fp32",)}
+    assert profile.targets == ("torch", "onnxruntime", "openvino", "executorch")
+    assert profile.precisions == {"torch": ("fp32",), "onnxruntime": ("fp32",), "openvino": ("fp32",),
+                                  "executorch": ("fp32",)}
     assert profile.batches == (1,) and profile.threads is None
     assert "deit_s" in profile.models and "hvt_s_4" in profile.models
 

@@ -175,6 +175,9 @@ def cmd_passes(args: argparse.Namespace) -> int:
             print(f"      auto also measures: none, default, {'; '.join(t.auto_candidates)}")
         for precision, names in t.precision_passes.items():
             print(f"      {precision} appends: {', '.join(names)}")
+    for t in (t for t in TARGETS.values() if t.opset is None):
+        print(f"  {t.name}: converts from the PyTorch module, takes no ONNX passes")
+        print(textwrap.indent(textwrap.fill(t.notes, 96), "      "))
     return 0
 
 

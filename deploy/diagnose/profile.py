@@ -92,8 +92,9 @@ def profile_runner(runner: Runner, manifest: Manifest, folder: Path, settings: P
                              "for the CPU, so these times are inflated and time spent descheduled shows as time "
                              "outside nodes; profile again on a quiet machine")
     if not table:
-        profile.notes.append("the artifact has no ONNX node map (exported before profiles existed, or built from "
-                             "PyTorch), so its nodes cannot be attributed to modules: re-export it")
+        profile.notes.append("the artifact has no ONNX node map, so its nodes cannot be attributed to modules: it "
+                             "was built from PyTorch (op types and nodes above still hold), or exported before "
+                             "profiles existed (re-export it)")
     profile.timed_ms = timed_ms
     if timed_ms and abs(profile.total_ms / timed_ms - 1) > COVERAGE_TOLERANCE:
         profile.notes.append(f"the profiled inference took {profile.total_ms:.3f} ms against {timed_ms:.3f} ms timed "

@@ -101,6 +101,8 @@ TARGETS: dict[str, TargetSpec] = {
         ),
         TargetSpec("coreml", None, (), default_precision="fp16",
                       notes="converted from torch.export; prediction only on macOS"),
+        TargetSpec("executorch", None, (),
+                   notes="torch.export lowered to XNNPACK (--option delegate=coreml: Core ML, runs on Apple only)"),
     )
 }
 

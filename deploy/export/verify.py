@@ -34,8 +34,10 @@ def verify_engine(job: EngineJob, status: Availability, folder: Path, build: Bui
     tolerance = TOLERANCES[job.precision]
     limits = {"max_abs_rel": tolerance.max_abs_rel, "min_cosine": tolerance.min_cosine}
     inputs = f"standard normal, seed {job.seed}"
-    if not status.can_run:
-        return ParityRecord(limits, inputs, passed=None, skipped=f"{job.backend.name} cannot run here: {status.reason}")
+    # An engine may be unrunnable here even where its runtime runs (ExecuTorch's Core ML delegate on Linux).
+    if not status.can_run or build.details.get("can_run_here") is False:
+        reason = status.reason if not status.can_run else build.details.get("run_reason", "")
+        return ParityRecord(limits, inputs, passed=None, skipped=f"{job.backend.name} cannot run here: {reason}")
     source = job.source
     spec, output = source.input_specs[0], source.output_names[0]
     # A static-shape engine is checked at the batches it serves; a dynamic one at every requested batch.
