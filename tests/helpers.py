@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import models
+
 
 def randomise_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
     """Non-trivial BatchNorm statistics and affine terms, as in a trained checkpoint; returns it in eval mode."""
@@ -26,3 +28,26 @@ def small_hvt(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return HVT(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, pool_block_width=1,
                num_classes=10).eval()
+
+
+def stage_heads(name: str) -> dict:
+    """Config overrides cutting each stage of the zoo variant `name` to its first block (HVT keeps every pooling
+    stage, one block before each): the same ops, widths and stage layout at 224, converted in seconds."""
+    info = models.get_model_info(name)
+    config = dict(info.config)
+    if info.family == "hvt":
+        poolings = len(range(0, 12, config["pool_block_width"])) if config["pool_block_width"] else 0
+        return {"depth": max(1, poolings), "pool_block_width": 1 if poolings else None}
+    if info.family == "deit":
+        return {"depth": 1}
+    if info.family == "cvt":
+        return {"depths": tuple(1 for _ in config["depths"])}
+    if info.family == "resnas":
+        # network_def: a stem, blocks (kind 1), reductions between stages and the head; keep each stage's first block.
+        kept, after_boundary = [], True
+        for layer in config["network_def"]:
+            if layer[0] != 1 or after_boundary:
+                kept.append(layer)
+            after_boundary = layer[0] != 1
+        return {"network_def": tuple(kept)}
+    raise AssertionError(f"no stage cut for family {info.family}")

@@ -139,6 +139,14 @@ class _Recording(type):
         return type.__getattribute__(cls, key)
 
 
+def _own_attribute(obj: Any, key: str) -> bool:
+    """Whether `key` is the caller's own: set on the instance, or defined by a Python subclass of a stand-in."""
+    if key in object.__getattribute__(obj, "__dict__"):
+        return True
+    return any(key in klass.__dict__ for klass in type(obj).__mro__
+               if "_standin_name" not in klass.__dict__ and klass is not object)
+
+
 class StandInObject:
     """An object of a generated class: only the surface's attributes exist; state lives in `_state`."""
 
@@ -147,7 +155,7 @@ class StandInObject:
     _standin_module: Any = None
 
     def __getattribute__(self, key: str) -> Any:
-        if not key.startswith("_"):
+        if not key.startswith("_") and not _own_attribute(self, key):
             cls = type(self)
             cls._standin_reached.add(f"{cls._standin_name}.{key}")
         return object.__getattribute__(self, key)
@@ -157,7 +165,13 @@ class StandInObject:
         if key.startswith("_standin"):
             object.__setattr__(self, key, value)
             return
-        prop = getattr(cls, key, None) if not key.startswith("_") else None
+        # Looked up in the classes' dicts: reading it off the class would record a read.
+        found = (k.__dict__[key] for k in cls.__mro__ if key in k.__dict__)
+        prop = next(found, None) if not key.startswith("_") else None
+        if not isinstance(prop, property) and "_standin_name" not in cls.__dict__:
+            # A Python subclass (an IProfiler written in Python, as pybind11's trampolines allow) has a __dict__.
+            object.__setattr__(self, key, value)
+            return
         if not isinstance(prop, property):
             raise AttributeError(f"'{cls._standin_name}' object has no attribute '{key}'")
         if prop.fset is None:

@@ -468,10 +468,41 @@ def execute_async_v3(this: Any, m: TrtMachine, stream_handle: int) -> bool:
 
         engine["session"] = onnxruntime.InferenceSession(engine["onnx"], providers=["CPUExecutionProvider"])
     results = engine["session"].run([name for name, _, _ in outputs], feeds)
+    _report_layer_times(m, this)
     for (_name, address, dtype), result in zip(outputs, results, strict=True):
         data = np.ascontiguousarray(result, dtype=dtype).tobytes()
         ctypes.memmove(address, data, len(data))
     return True
+
+
+def _report_layer_times(m: TrtMachine, this: Any) -> None:
+    """With `IExecutionContext.profiler` set, each execution reports every layer's time to the profiler
+    ("report_layer_time is called once per layer for each invocation"); here one layer per ONNX node."""
+    profiler = this._state.get("profiler")
+    if profiler is None:
+        return
+    for layer in _engine_layers(this._state["engine"]):
+        profiler.report_layer_time(layer["Name"], 0.01)
+
+
+def _engine_layers(engine: Any) -> list[dict[str, str]]:
+    import onnx
+
+    graph = onnx.load_from_string(engine._state["onnx"]).graph
+    return [{"Name": node.name, "LayerType": ONNX_LAYERS.get(node.op_type, ("PLUGIN", ""))[0],
+             "Metadata": f"[ONNX Layer: {node.name}]"} for node in graph.node]
+
+
+def create_engine_inspector(this: Any, m: TrtMachine) -> Any:
+    return _obj(m, "EngineInspector", engine=this)
+
+
+def inspector_engine_information(this: Any, m: TrtMachine, format: Any) -> str:  # noqa: A002
+    """The engine's layers as JSON ({"Layers": [...]}); names, types and ONNX metadata are only in an engine built
+    with ProfilingVerbosity.DETAILED, which the stand-in builder does not distinguish."""
+    if format.name != "JSON":
+        return "\n".join(layer["Name"] for layer in _engine_layers(this._state["engine"]))
+    return json.dumps({"Layers": _engine_layers(this._state["engine"])})
 
 
 # ---------------------------------------------------------------- small values
@@ -539,5 +570,8 @@ BEHAVIOURS: dict[str, Any] = {
     "Dims.__str__": lambda this, m: str(tuple(this._state["values"])),
     "Dims.__eq__": lambda this, m, arg0: list(this._state["values"]) == list(arg0),
     "nptype": nptype,
+    "IProfiler.__init__": lambda this, m: None, "IExecutionContext.profiler=": _state_writer("profiler"),
+    "ICudaEngine.create_engine_inspector": create_engine_inspector,
+    "EngineInspector.get_engine_information": inspector_engine_information,
 }
 

@@ -244,7 +244,7 @@ def test_doctor_lists_every_node_with_its_label_device_and_runtimes(farm, capsys
         assert answers[label]["label_check"].startswith(f"ok: profile {label} (cpu)")
         runtimes = {r["target"]: r for r in report["runtimes"]}
         assert runtimes["onnxruntime"]["can_run"] and runtimes["onnxruntime"]["version"]
-        assert set(runtimes) == {"torch", "onnxruntime", "openvino", "tensorrt", "coreml"}
+        assert set(runtimes) == {"torch", "onnxruntime", "openvino", "tensorrt", "coreml", "executorch"}
 
 
 def test_an_engine_built_and_timed_on_a_node_matches_a_local_run(farm, tmp_path):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import stage_heads
 
 import models
 from runtimes import BuildOptions, ModelSource, TensorSpec, get_backend
@@ -39,28 +40,6 @@ TARGET = "iOS18"
 # notice that this torch is newer than the one it was tested with.
 KNOWN_NOISE = ("isinstance(treespec, LeafSpec)", "_TORCH_OPS_REGISTRY.__contains__ is deprecated",
                "has not been tested with coremltools", "Torch version")
-
-
-def stage_heads(name: str) -> dict:
-    """The variant's configuration with each stage cut to its first block (see the module docstring)."""
-    info = models.get_model_info(name)
-    config = dict(info.config)
-    if info.family == "hvt":
-        poolings = len(range(0, 12, config["pool_block_width"])) if config["pool_block_width"] else 0
-        return {"depth": max(1, poolings), "pool_block_width": 1 if poolings else None}
-    if info.family == "deit":
-        return {"depth": 1}
-    if info.family == "cvt":
-        return {"depths": tuple(1 for _ in config["depths"])}
-    if info.family == "resnas":
-        # network_def: a stem, blocks (kind 1), reductions between stages and the head; keep each stage's first block.
-        kept, after_boundary = [], True
-        for layer in config["network_def"]:
-            if layer[0] != 1 or after_boundary:
-                kept.append(layer)
-            after_boundary = layer[0] != 1
-        return {"network_def": tuple(kept)}
-    raise AssertionError(f"no stage cut for family {info.family}")
 
 
 @dataclass

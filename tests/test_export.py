@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import onnx
@@ -23,8 +24,17 @@ ZOO_224 = {
 }
 
 
+# One variant per family runs by default (about 90 s here); the others differ in widths, depths and pooling
+# schedule (tests/test_models.py checks those) and cost about 4 more minutes: VIT_DEPLOY_FULL_ZOO=1 runs them.
+EVERY_RUN = ("hvt_s_1", "deit_ti", "cvt_13", "vit_resnas_tiny")
+FULL_ZOO = os.environ.get("VIT_DEPLOY_FULL_ZOO") == "1"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(ZOO_224))
+@pytest.mark.parametrize("name", [
+    name if name in EVERY_RUN or FULL_ZOO else pytest.param(name, marks=pytest.mark.skip(
+        reason="full-size parity of the other variants of a family costs minutes: set VIT_DEPLOY_FULL_ZOO=1"))
+    for name in ZOO_224])
 def test_zoo_model_passes_fp32_parity_on_onnxruntime(tmp_path, name):
     pools, folded = ZOO_224[name]
     result = export(ExportRequest(name, "onnxruntime", out=tmp_path, batch=(1, 4)))

@@ -24,6 +24,7 @@ from standin_tensorrt import TRT_RELEASES, make_tensorrt
 
 from runtimes import BuildOptions, ModelSource, RuntimeAdapterError, get_backend
 from runtimes import tensorrt_backend as trtb
+from runtimes.profiling import ProfileRequest
 from runtimes.tensorrt_backend import BuildPlan, GraphTypes, Route, TensorRTOptions, make_plan, parse_version
 
 ADAPTER = Path(trtb.__file__)
@@ -134,6 +135,8 @@ def _run_route(route: str, release: str, folder: Path) -> trt_cases.Machine:
         if route == "runner":
             with backend.load(folder / "engine", "model.engine", options) as runner:
                 runner.infer({"x": np.ones((3, 4, 8), np.float32)})
+                # The per-layer profile (bench --profile): a second context with an IProfiler, the inspector.
+                runner.profile_layers(ProfileRequest([{"x": np.ones((3, 4, 8), np.float32)}], runs=1, warmup=0))
         return machine
 
 

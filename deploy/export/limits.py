@@ -22,6 +22,7 @@ from ..errors import DeployError
 
 if TYPE_CHECKING:
     from .request import ExportRequest
+    from .targets import TargetSpec
 
 MAX_BATCH = 1024  # the exported graphs' dynamic batch range is 1..1024
 LIVE_COPIES = 8
@@ -102,6 +103,17 @@ def check_counts(request: ExportRequest) -> None:
     for flag, value in (("--threads", request.threads), ("--calib-samples", request.calib_samples)):
         if value is not None and value < 1:
             raise DeployError(f"{flag} must be at least 1, not {value}")
+
+
+def check_passes(spec: TargetSpec, passes: str | None, precision: str) -> None:
+    """Unknown pass names fail before the model is built and exported, not minutes later."""
+    if spec.opset is None or passes in (None, "", "default", "none", "auto"):
+        return
+    from ..passes.pipeline import get_pass
+    from .targets import resolve_passes
+
+    for name in resolve_passes(spec, passes, precision):
+        get_pass(name)
 
 
 def check_opset(opset: int | None, target: str, target_opset: int | None) -> None:

@@ -60,6 +60,7 @@ def export(request: ExportRequest, onnx_cache: OnnxCache | None = None) -> Expor
     limits.check_batches(request.batch, info.name)
     limits.check_counts(request)
     limits.check_opset(request.opset, spec.name, spec.opset)
+    limits.check_passes(spec, request.passes, precision)
     out_root = ensure_writable(request.out)
     swept = artifacts.sweep(out_root)
     if swept.folders:
@@ -94,7 +95,8 @@ def export(request: ExportRequest, onnx_cache: OnnxCache | None = None) -> Expor
         manifest = _manifest(request, model, job, status, build, stage)
         manifest.onnx = onnx_record
         if options.calibration is not None:
-            manifest.calibration = calibration_note(request, info, len(options.calibration))
+            manifest.calibration = calibration_note(request, info, len(options.calibration),
+                                                      onnx_graph=backend.source_kind == "onnx")
         _publish(manifest, stage, final, request.gate)
     return ExportResult(final, manifest, model)
 
