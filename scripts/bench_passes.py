@@ -9,6 +9,11 @@ itself and records them). It then loads the three engines together and times the
 (order reversed every other round) with `deploy.timing.interleaved_rounds`, so contention on a shared
 machine falls on all three alike. Reported per variant: p50 over all runs, and "best round" = the lowest
 per-round median (the statistic `auto` selects on). Ratios are against the plain export.
+
+    python scripts/bench_passes.py cvt_13 --target onnxruntime --threads 2 --versus +attention-ort-mha
+
+`--versus SPEC` (repeatable) adds a `--passes` spec to the variants timed in the same rounds, reported
+against the default list: how a candidate default is measured before it becomes one.
 """
 
 from __future__ import annotations
@@ -37,27 +42,29 @@ def measure(model: str, target: str, args: argparse.Namespace, cache: OnnxCache,
     auto_settings = AutotuneSettings(rounds=args.auto_rounds, runs=args.auto_runs, warmup_s=0.3, batch=1,
                                      tie_margin=args.tie_margin)
     exported = {}
-    for variant in VARIANTS:
+    variants = (*VARIANTS, *args.versus)
+    for index, variant in enumerate(variants):
         started = time.perf_counter()
-        result = export(ExportRequest(model, target, "fp32", out=root / variant, passes=variant, batch=(1,),
+        result = export(ExportRequest(model, target, "fp32", out=root / str(index), passes=variant, batch=(1,),
                                       threads=args.threads, autotune=auto_settings), onnx_cache=cache)
         exported[variant] = result.manifest
         print(f"  {model} {target} {variant}: exported in {time.perf_counter() - started:.0f} s, parity "
               f"{result.manifest.parity.max_abs_rel:.1e} of scale", file=sys.stderr, flush=True)
-    runners = {v: load_artifact(root / v / model / f"{target}-fp32", threads=args.threads)[0] for v in VARIANTS}
+    runners = {v: load_artifact(root / str(i) / model / f"{target}-fp32", threads=args.threads)[0]
+               for i, v in enumerate(variants)}
     settings = TimingSettings(warmup_s=args.warmup, runs=args.runs, buffers=4)
     input_size = tuple(exported["none"].model.input_size)
     with contextlib.ExitStack() as active:
         for runner in runners.values():
             active.enter_context(runner)
         timed = interleaved_rounds(runners, input_feeds("input", input_size, 1, settings), settings, args.rounds)
-    row = {"model": model, "target": target, "threads": args.threads}
-    for variant in VARIANTS:
+    row = {"model": model, "target": target, "threads": args.threads, "versus": list(args.versus)}
+    for variant in variants:
         stats = LatencyStats.of(timed.samples[variant])
         row[variant] = {"p50": stats.p50, "best_round": min(timed.medians[variant]), "mean": stats.mean,
                         "parity_max_abs_rel": exported[variant].parity.max_abs_rel,
                         "passes": [p.name for p in (exported[variant].onnx.passes if exported[variant].onnx else [])
-                                   if p["changed"]]}
+                                   if p.changed]}
     auto = exported["auto"].onnx.auto
     row["auto_winner"] = auto["winner"]
     row["auto_reason"] = auto["reason"]
@@ -86,6 +93,11 @@ def format_rows(rows: list[dict]) -> str:
                  + (f" = {c['same_as']})" if c["same_as"] else ")") for c in r["auto_candidates"]]
         details.append(f"  {r['model']} {r['target']}: " + "; ".join(cells))
         details.append(f"      winner {r['auto_winner']}: {r['auto_reason']}")
+        for spec in r["versus"]:
+            v, d = r[spec], r["default"]
+            details.append(f"      {spec} against default: p50 {v['p50']:.2f} / {d['p50']:.2f} ms = "
+                           f"{v['p50'] / d['p50']:.3f}, best round {v['best_round'] / d['best_round']:.3f}, "
+                           f"parity {v['parity_max_abs_rel']:.1e}, passes that fired: {', '.join(v['passes'])}")
     return "\n".join(out + details)
 
 
@@ -100,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--auto-rounds", type=int, default=AutotuneSettings.rounds)
     parser.add_argument("--auto-runs", type=int, default=AutotuneSettings.runs)
     parser.add_argument("--tie-margin", type=float, default=0.02)
+    parser.add_argument("--versus", action="append", default=[], metavar="SPEC",
+                        help="a --passes spec timed with the others, against default (repeatable)")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args(argv)
     targets = args.target or ["onnxruntime", "openvino"]

@@ -30,6 +30,26 @@ def small_hvt(seed: int = 0) -> nn.Module:
                num_classes=10).eval()
 
 
+def small_cvt() -> nn.Module:
+    """A 64x64 CvT of three one-block stages (1, 2, 3 heads), trained-like BatchNorm folded into its convs."""
+    from models.cvt import CvT
+    from models.fuse import fuse_batchnorm
+
+    torch.manual_seed(0)
+    return fuse_batchnorm(randomise_batchnorm(CvT(embed_dims=(16, 32, 48), depths=(1, 1, 1), num_heads=(1, 2, 3),
+                                                  num_classes=10)))
+
+
+def small_resnas() -> nn.Module:
+    """A 28x28 ViT-ResNAS with one residual spatial reduction, trained-like BatchNorm folded in."""
+    from models.fuse import fuse_batchnorm
+    from models.resnas import ViTResNAS
+
+    torch.manual_seed(0)
+    network_def = ((4, 16), (1, (16, 2, 8), (16, 40), 1), (3, 16, 24), (1, (24, 3, 8), (24, 48), 1), (2, 24, 10))
+    return fuse_batchnorm(randomise_batchnorm(ViTResNAS(network_def, img_size=28)))
+
+
 def stage_heads(name: str) -> dict:
     """Config overrides cutting each stage of the zoo variant `name` to its first block (HVT keeps every pooling
     stage, one block before each): the same ops, widths and stage layout at 224, converted in seconds."""

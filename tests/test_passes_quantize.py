@@ -7,8 +7,7 @@ import collections
 import numpy as np
 import onnx
 import pytest
-import torch
-from helpers import randomise_batchnorm, small_hvt
+from helpers import small_cvt, small_hvt
 from onnx import numpy_helper
 
 import models
@@ -27,19 +26,10 @@ def _calibration(shape, n=16, method="minmax") -> Calibration:
     return Calibration([{"input": rng.standard_normal((1, *shape)).astype(np.float32)} for _ in range(n)], method)
 
 
-def _small_cvt() -> torch.nn.Module:
-    from models.cvt import CvT
-
-    torch.manual_seed(0)
-    return randomise_batchnorm(CvT(embed_dims=(16, 32, 48), depths=(1, 1, 1), num_heads=(1, 2, 3), num_classes=10))
-
-
 @pytest.fixture(scope="module", params=["hvt", "cvt"])
 def int8_graph(request):
     """(float graph, int8 graph) through ONNX Runtime's default passes plus int8-qdq."""
-    from models.fuse import fuse_batchnorm
-
-    model = small_hvt() if request.param == "hvt" else fuse_batchnorm(_small_cvt())
+    model = small_hvt() if request.param == "hvt" else small_cvt()
     shape = (3, 32, 32) if request.param == "hvt" else (3, 64, 64)
     clean = clean_up(export_onnx(model, shape, 20))
     spec = get_target("onnxruntime")

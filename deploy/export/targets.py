@@ -13,9 +13,15 @@ Why each default list (measured on this 2-core Zen 5 machine at batch 1; scripts
   worth 0-2% (the exporter's 3-D K transpose and its shape arithmetic go).
 - onnxruntime adds `attention-ort-packed` (com.microsoft.Attention over the packed qkv weight; fires on
   DeiT/HVT/ViT-ResNAS, not CvT): DeiT-S 5% faster on one thread and 11% on two, HVT-S 3%, never slower
-  beyond noise. The other fused forms are `auto` candidates: ONNX `Attention` is 7% *slower* on CvT-13
-  with two threads (ORT's CPU kernel parallelises over batch x heads, and CvT's first stage has one head
-  of 3136 queries); separate-Q/K/V MultiHeadAttention and the folded scale are within noise.
+  beyond noise. Then `attention-ort-mha` (com.microsoft.MultiHeadAttention over separate Q/K/V; fires on
+  CvT, whose q, k and v come from their own convolutional projections, and on nothing the packed pass
+  has already taken): on CvT-13 with two threads it drops the head reshapes and transposes around each
+  attention, 0.968x the default list's p50 and 0.957x its best round in one interleaved run (12 rounds;
+  `python scripts/bench_passes.py cvt_13 --target onnxruntime --threads 2 --rounds 12 --runs 20
+  --versus +attention-ort-mha`), and `auto` picked it in each of three runs. The other fused forms
+  are `auto` candidates: ONNX `Attention` is 7% *slower* on CvT-13 with two threads (ORT's CPU kernel
+  parallelises over batch x heads, and CvT's first stage has one head of 3136 queries); the folded scale
+  is within noise.
 - OpenVINO's CPU plugin tokenises attention into its own fused subgraph whatever the ONNX form, so
   fused ONNX ops and folded scales are only `auto` candidates there (within +-2%, no consistent sign).
 - `pool1d-to-2d` everywhere: exact, drops two transposes per HVT pooling stage, and is what 2-D-only
@@ -65,18 +71,18 @@ TARGETS: dict[str, TargetSpec] = {
     for target in (
         TargetSpec("torch", None, (), notes="PyTorch reference, saved as a torch.export program"),
         TargetSpec(
-            "onnxruntime", 20, (*_ONNX_DEFAULT, "attention-ort-packed"),
+            "onnxruntime", 20, (*_ONNX_DEFAULT, "attention-ort-packed", "attention-ort-mha"),
             notes="CPU execution provider; opset 20 keeps Gelu and LayerNormalization as single ops; fp16 is an "
                   "fp16 graph with fp32 islands (correct, not faster, on CPUs without fp16 arithmetic); int8 is the "
                   "Q/DQ graph, whose MatMuls the CPU EP runs as int8 kernels (com.microsoft.Attention would hide the "
                   "qkv MatMul from the quantizer, so int8 leaves it out)",
             precision_passes={"fp16": ("fp16-convert",), "int8": ("int8-qdq",)},
             precision_defaults={"int8": _ONNX_DEFAULT},
-            auto_candidates=(
-                "-attention-ort-packed",
-                "-attention-ort-packed,+attention-split-qkv,+attention-fold-scale",
-                "-attention-ort-packed,+attention-onnx",
-                "-attention-ort-packed,+attention-split-qkv,+attention-ort-mha",
+            auto_candidates=(  # the fused passes come off first so that each candidate names its own order
+                "-attention-ort-packed,-attention-ort-mha",
+                "-attention-ort-packed,-attention-ort-mha,+attention-split-qkv,+attention-fold-scale",
+                "-attention-ort-packed,-attention-ort-mha,+attention-onnx",
+                "-attention-ort-packed,-attention-ort-mha,+attention-split-qkv,+attention-ort-mha",
             ),
         ),
         TargetSpec(
