@@ -18,7 +18,7 @@ Why each default list (measured on this 2-core Zen 5 machine at batch 1; scripts
   has already taken): on CvT-13 with two threads it drops the head reshapes and transposes around each
   attention, 0.968x the default list's p50 and 0.957x its best round in one interleaved run (12 rounds;
   `python scripts/bench_passes.py cvt_13 --target onnxruntime --threads 2 --rounds 12 --runs 20
-  --versus +attention-ort-mha`), and `auto` picked it in each of three runs. The other fused forms
+  --versus +attention-ort-mha`), and `auto` picked it in both of its runs on CvT-13. The other fused forms
   are `auto` candidates: ONNX `Attention` is 7% *slower* on CvT-13 with two threads (ORT's CPU kernel
   parallelises over batch x heads, and CvT's first stage has one head of 3136 queries); the folded scale
   is within noise.
