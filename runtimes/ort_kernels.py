@@ -91,13 +91,13 @@ class KernelReport:
 
 
 def isolated_kernels(path: Path, model_run: TraceSettings, alone_run: TraceSettings | None = None,
-                     rounds: int = 3) -> KernelReport:
+                     rounds: int = 3, cold: bool = True) -> KernelReport:
     """Profile the engine at `path`, then time each of its compute kernels alone (one session per distinct
     node; `alone_run` defaults to `model_run`); nodes equal in op, attributes and shapes are timed once.
 
     The model's trace and the kernels alone alternate for `rounds` rounds, and each time is its lowest
     round's median: on a shared machine, contention in one stretch then cannot fall on one side only.
-    Each kernel with weights is then timed cold once (`KernelTime.cold_ms`).
+    Each kernel with weights is then timed cold once (`KernelTime.cold_ms`; `cold=False` leaves it None).
     """
     import onnx
 
@@ -113,10 +113,11 @@ def isolated_kernels(path: Path, model_run: TraceSettings, alone_run: TraceSetti
                 traces.append(trace_kernels(path, model_run))
             alone.append({key: _time_alone(model, name, alone_run, Path(work)) for key, (model, name) in
                           plan.models.items()})
-        cold = {key: _time_cold(model, alone_run, Path(work)) for key, (model, _) in plan.models.items()}
+        cold_ms = {key: _time_cold(model, alone_run, Path(work)) if cold else None
+                   for key, (model, _) in plan.models.items()}
     fastest = {name: min(t.time_ms for trace in traces for t in trace if t.name == name) for name in plan.order}
     kernels = tuple(KernelTime(name, op, shape, macs, fastest[name], min(times[key] for times in alone), size,
-                               cold[key]) for name, (op, shape, macs, key, size) in plan.kernels.items())
+                               cold_ms[key]) for name, (op, shape, macs, key, size) in plan.kernels.items())
     other: dict[str, float] = {}
     for name in plan.order:
         if name not in plan.kernels:

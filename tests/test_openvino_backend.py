@@ -12,6 +12,7 @@ from runtimes.openvino_backend import (
     check_device,
     inference_precision,
     one_line,
+    resolve_overflow_fix,
     runtime_config,
 )
 
@@ -124,6 +125,16 @@ def test_fp16_compresses_weights_and_says_what_runs(model, backend, source, tmp_
     assert max(errors.values()) < 1e-2, errors
 
 
+def test_the_overflow_fix_is_every_layer_on_x86_without_vnni():
+    assert resolve_overflow_fix("auto", "fpu sse4_2 avx2 fma") == "enable"  # AVX2-only EPYC: u8 x s8 saturates
+    assert resolve_overflow_fix("auto", "sse4_2 avx2 avx512f avx512_vnni") == "first_layer_only"
+    assert resolve_overflow_fix("auto", "sse4_2 avx2 avx_vnni") == "first_layer_only"
+    assert resolve_overflow_fix("auto", "fp asimd asimddp") == "first_layer_only"  # not x86
+    assert resolve_overflow_fix("disable", "avx2") == "disable"
+    with pytest.raises(RuntimeAdapterError, match="overflow_fix"):
+        OpenVINOOptions(overflow_fix="sometimes")
+
+
 def test_int8_needs_calibration(backend, source, tmp_path):
     with pytest.raises(RuntimeAdapterError, match="calibration"):
         backend.build(source, tmp_path, BuildOptions(precision="int8"))
@@ -138,7 +149,7 @@ def test_int8_with_nncf_calibration(model, backend, source, tmp_path, model_type
     result, runner = build_and_load(backend, source, tmp_path, precision="int8", calibration=calibration,
                                     runtime=OpenVINOOptions(nncf_model_type=model_type))
     assert result.details["int8"] == {**result.details["int8"], "calibration_samples": 64,
-                                      "nncf_model_type": model_type}
+                                      "nncf_model_type": model_type, "overflow_fix": resolve_overflow_fix("auto")}
     assert "FakeQuantize" in (tmp_path / "model.xml").read_text()
     x = rng.standard_normal((16, 3, 32, 32)).astype(np.float32)
     with runner, torch.inference_mode():

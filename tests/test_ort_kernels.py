@@ -68,7 +68,7 @@ def test_the_kernels_macs_are_the_models(family, build, shape, tmp_path):
     model = build()
     graph, _ = run_passes(clean_up(export_onnx(model, shape, 20)), TARGETS["onnxruntime"].default_passes)
     onnx.save_model(graph, str(tmp_path / "model.onnx"))
-    report = isolated_kernels(tmp_path / "model.onnx", QUICK, rounds=1)
+    report = isolated_kernels(tmp_path / "model.onnx", QUICK, rounds=1, cold=False)
     fused = {kernel.op_type for kernel in report.kernels}
     assert ("MultiHeadAttention" if family == "cvt" else "Attention") in fused
     expected = count_macs(model, shape)
