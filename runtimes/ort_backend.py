@@ -30,7 +30,8 @@ from .base import (
     TensorSpec,
     first_line,
 )
-from .profiling import NodeTime, ProfileRequest, RuntimeProfile, SourceNode, median_per_node, trace_sources
+from .ort_kernels import traced_nodes
+from .profiling import NodeTime, ProfileRequest, RuntimeProfile, SourceNode, trace_sources
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
               "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
@@ -102,9 +103,9 @@ class OrtRunner(Runner):
                 walls.append((time.perf_counter() - start) * 1e3)
             events = json.loads(Path(session.end_profiling()).read_text())
             origins = trace_sources(_graph_nodes(self.path), _graph_nodes(Path(work) / "optimized.onnx"))
-        ops, times = _kernel_times(events, request.runs)
-        return RuntimeProfile(self.name, [NodeTime(name, ops[name], ms, origins.get(name, ())) for name, ms in
-                                          times.items()], request.runs, float(np.median(walls[-request.runs:])),
+        traced = traced_nodes(events, request.runs)
+        return RuntimeProfile(self.name, [NodeTime(node.name, node.op_type, node.time_ms, origins.get(node.name, ()))
+                                          for node in traced], request.runs, float(np.median(walls[-request.runs:])),
                               threads=self.threads)
 
 
@@ -113,25 +114,6 @@ def _graph_nodes(path: Path) -> list[SourceNode]:
 
     graph = onnx.load(str(path), load_external_data=False).graph
     return [SourceNode(n.name, tuple(i for i in n.input if i), tuple(n.output)) for n in graph.node]
-
-
-def _kernel_times(events: list[dict[str, Any]], runs: int) -> tuple[dict[str, str], dict[str, float]]:
-    """(node -> op type, node -> median ms) over the last `runs` model runs of an ORT trace."""
-    windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
-                     if e.get("cat") == "Session" and e.get("name") == "model_run")[-runs:]
-    per_run: list[dict[str, float]] = [{} for _ in windows]
-    ops: dict[str, str] = {}
-    for event in events:
-        name = event.get("name", "")
-        if event.get("cat") != "Node" or not name.endswith("_kernel_time"):
-            continue
-        run = next((i for i, (start, end) in enumerate(windows) if start <= event["ts"] <= end), None)
-        if run is None:
-            continue  # a warm-up run
-        node = name[: -len("_kernel_time")]
-        ops[node] = event.get("args", {}).get("op_name", "?")
-        per_run[run][node] = per_run[run].get(node, 0.0) + event["dur"] / 1e3
-    return ops, median_per_node(per_run)
 
 
 def _has_qdq(path: Path) -> bool:

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from .profiling import median_per_node
+
 # The ops whose MACs the model's count holds; everything else is the graph's own overhead.
 COMPUTE_OPS = ("MatMul", "FusedMatMul", "Gemm", "Conv", "FusedConv", "Attention", "MultiHeadAttention")
 # Weights the copies of a node read in all when timed cold: three times the 32 MB last-level cache of the
@@ -167,7 +169,7 @@ def trace_kernels(path: Path, settings: TraceSettings, optimized: Path | None = 
         for _ in range(settings.warmup + settings.runs):
             session.run(None, feed)
         events = json.loads(Path(session.end_profiling()).read_text())
-    return _traced(events, settings.runs)
+    return traced_nodes(events, settings.runs)
 
 
 def node_macs(graph_node: Any, typed_shapes: Sequence[tuple[str, tuple[int, ...]]], node: TracedNode) -> int:
@@ -213,24 +215,28 @@ def _profiled_session(path: Path, threads: int, optimized: Path | None = None,
         yield ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _traced(events: list[dict[str, Any]], runs: int) -> list[TracedNode]:
+def traced_nodes(events: list[dict[str, Any]], runs: int) -> list[TracedNode]:
+    """Every kernel of an ORT trace (`enable_profiling`'s JSON events): its median time per inference over
+    the last `runs` model runs (`median_per_node`, so a kernel run twice per inference counts twice) and
+    the shapes its first traced call was given."""
     windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
                      if e.get("cat") == "Session" and e.get("name") == "model_run")[-runs:]
-    per_node: dict[str, list[float]] = {}
+    per_run: list[dict[str, float]] = [{} for _ in windows]
     first: dict[str, dict[str, Any]] = {}
     for event in events:
         name = event.get("name", "")
         if event.get("cat") != "Node" or not name.endswith("_kernel_time"):
             continue
-        if not any(start <= event["ts"] <= end for start, end in windows):
+        run = next((i for i, (start, end) in enumerate(windows) if start <= event["ts"] <= end), None)
+        if run is None:
             continue  # a warm-up run
         node = name[: -len("_kernel_time")]
-        per_node.setdefault(node, []).append(event["dur"] / 1e3)
+        per_run[run][node] = per_run[run].get(node, 0.0) + event["dur"] / 1e3
         first.setdefault(node, event.get("args", {}))
-    return [TracedNode(node, first[node].get("op_name", "?"), float(np.median(times)) * len(times) / len(windows),
+    return [TracedNode(node, first[node].get("op_name", "?"), ms,
                        tuple(_shapes(first[node].get("input_type_shape", []))),
                        tuple(shape for _, shape in _shapes(first[node].get("output_type_shape", []))))
-            for node, times in per_node.items()]
+            for node, ms in median_per_node(per_run).items()]
 
 
 def _shapes(entries: Sequence[dict[str, list[int]]]) -> Iterator[tuple[str, tuple[int, ...]]]:
