@@ -108,7 +108,7 @@ def isolated_kernels(path: Path, model_run: TraceSettings, alone_run: TraceSetti
         optimized = Path(work) / "optimized.onnx"
         traces = [trace_kernels(path, model_run, optimized)]
         graph_model = onnx.load(str(optimized))
-        plan = _alone_plan(graph_model, traces[0])
+        plan = _alone_plan(graph_model, traces[0], SourceConvs.of(onnx.load(str(path), load_external_data=False)))
         alone: list[dict[str, float]] = []
         for index in range(rounds):
             if index:
@@ -138,7 +138,7 @@ class _AlonePlan:
     models: dict[str, tuple[Any, str]]  # key -> (one-node model, the node's name inside it)
 
 
-def _alone_plan(graph_model: Any, traced: list[TracedNode]) -> _AlonePlan:
+def _alone_plan(graph_model: Any, traced: list[TracedNode], source_convs: SourceConvs) -> _AlonePlan:
     nodes = {node.name: node for node in graph_model.graph.node}
     weights = {init.name: init for init in graph_model.graph.initializer}
     plan = _AlonePlan([t.name for t in traced], {t.name: t.op_type for t in traced}, {}, {})
@@ -151,8 +151,58 @@ def _alone_plan(graph_model: Any, traced: list[TracedNode]) -> _AlonePlan:
         key = _signature(model)
         plan.models.setdefault(key, (model, node.name))
         size = sum(_nbytes(weights[n]) for n in graph_node.input if n in weights)
-        plan.kernels[node.name] = (node.op_type, _describe(shapes), node_macs(graph_node, shapes, node), key, size)
+        macs = node_macs(graph_node, shapes, node)
+        if node.op_type in ("Conv", "FusedConv"):
+            macs = source_convs.macs(graph_node, shapes, node, macs)
+        plan.kernels[node.name] = (node.op_type, _describe(shapes), macs, key, size)
     return plan
+
+
+class SourceConvs:
+    """The source graph's convolutions, to count an optimized convolution's MACs at its real channel counts.
+
+    ORT's NCHWc layout pass pads every convolution's channels to its vector block (8 floats on AVX2, 16 on
+    AVX-512), so the optimized graph's weights, and the shapes its trace records, carry channels that
+    are zero and depend on the CPU: a 24-channel convolution runs as 32 on AVX-512 and as 24 on AVX2.
+    Counted on those shapes, a model's MACs would differ between the two. ORT neither merges nor splits
+    convolutions, so each optimized one is matched to the first unclaimed source convolution of the same
+    kernel, strides and dilations whose channels fit in its (padded) weight, in graph order, and counts
+    that one's weight over its own traced output positions.
+    """
+
+    def __init__(self, weights: dict[tuple[Any, ...], list[tuple[int, ...]]]):
+        self._weights = weights
+
+    @classmethod
+    def of(cls, source: Any) -> SourceConvs:
+        initializers = {init.name: tuple(int(d) for d in init.dims) for init in source.graph.initializer}
+        weights: dict[tuple[Any, ...], list[tuple[int, ...]]] = {}
+        for graph_node in source.graph.node:
+            if graph_node.op_type == "Conv" and len(graph_node.input) > 1 and graph_node.input[1] in initializers:
+                dims = initializers[graph_node.input[1]]
+                weights.setdefault(_conv_key(graph_node, dims), []).append(dims)
+        return cls(weights)
+
+    def macs(self, graph_node: Any, typed_shapes: Sequence[tuple[str, tuple[int, ...]]], node: TracedNode,
+             counted: int) -> int:
+        """The MACs of the source convolution this optimized one runs; `counted` where none matches."""
+        if len(typed_shapes) < 2 or not node.output_shapes:
+            return counted
+        padded = typed_shapes[1][1]
+        candidates = self._weights.get(_conv_key(graph_node, padded), [])
+        for index, dims in enumerate(candidates):
+            if all(real <= pad for real, pad in zip(dims[:2], padded[:2], strict=True)):
+                del candidates[index]
+                out = node.output_shapes[0]
+                return int(out[0] * math.prod(out[2:]) * math.prod(dims))
+        return counted
+
+
+def _conv_key(graph_node: Any, weight_dims: tuple[int, ...]) -> tuple[Any, ...]:
+    attrs = _attributes(graph_node)
+    spatial = len(weight_dims) - 2
+    return (tuple(weight_dims[2:]), tuple(attrs.get("strides", [1] * spatial)),
+            tuple(attrs.get("dilations", [1] * spatial)))
 
 
 def trace_kernels(path: Path, settings: TraceSettings, optimized: Path | None = None,

@@ -17,7 +17,7 @@ from deploy.export.onnx_export import clean_up, export_onnx
 from deploy.export.targets import TARGETS
 from deploy.passes import run_passes
 from models.complexity import count_macs
-from runtimes.ort_kernels import COMPUTE_OPS, TraceSettings, isolated_kernels
+from runtimes.ort_kernels import COMPUTE_OPS, SourceConvs, TracedNode, TraceSettings, isolated_kernels
 
 QUICK = TraceSettings(threads=1, runs=3, warmup=1)
 
@@ -58,6 +58,29 @@ def test_each_compute_node_is_timed_alone_with_the_macs_of_its_shapes(tmp_path):
     assert weights[8 * 32 * 4] == 32 * 4 * 4 and weights[2 * 8 * 4 * 8] == 0  # fp32 w2; two activations
     cold = {kernel.macs: kernel.cold_ms for kernel in report.kernels}
     assert cold[8 * 32 * 4] is not None and cold[8 * 32 * 4] > 0 and cold[2 * 8 * 4 * 8] is None
+
+
+def test_a_convolution_padded_to_the_cpus_channel_block_counts_its_real_channels():
+    """ORT's NCHWc pass pads channels to the vector block (16 on AVX-512, 8 on AVX2): a 24-channel 3x3 convolution
+    runs with 32x32 weights on one CPU and 24x24 on the other. Either way it counts the source graph's 24x24."""
+    weight = numpy_helper.from_array(np.zeros((24, 24, 3, 3), np.float32), "w")
+    source = helper.make_model(helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24, 14, 14])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight]))
+    real = 14 * 14 * 24 * 24 * 9
+    for block in (8, 16):
+        channels = -(-24 // block) * block
+        optimized = helper.make_node("Conv", ["x", "reorder"], ["y"], name="y_nchwc", domain="com.microsoft.nchwc",
+                                     pads=[1, 1, 1, 1])
+        shapes = [("float", (1, channels, 14, 14)), ("float", (channels, channels, 3, 3))]
+        traced = TracedNode("y_nchwc", "Conv", 1.0, tuple(shapes[:1]), ((1, channels, 14, 14),))
+        padded_count = 14 * 14 * channels * channels * 9
+        assert SourceConvs.of(source).macs(optimized, shapes, traced, padded_count) == real
+    other_kernel = helper.make_node("Conv", ["x", "w5"], ["y"], name="c", kernel_shape=[5, 5])
+    shapes = [("float", (1, 24, 14, 14)), ("float", (24, 24, 5, 5))]
+    assert SourceConvs.of(source).macs(other_kernel, shapes, TracedNode("c", "Conv", 1.0, (), ((1, 24, 14, 14),)),
+                                       7) == 7, "no source convolution of that kernel: the count it was given"
 
 
 @pytest.mark.parametrize("family, build, shape", [("hvt", small_hvt, (3, 32, 32)), ("cvt", small_cvt, (3, 64, 64)),
