@@ -17,6 +17,7 @@ import numpy as np
 
 from models import Preprocessing
 
+from .callable import callable_package
 from .data.images import read_images
 from .errors import DeployError
 from .export.accuracy import predict as batched_predict
@@ -91,3 +92,12 @@ def format_predictions(predictions: Sequence[Prediction]) -> str:
 def predictions_json(predictions: Sequence[Prediction]) -> list[dict[str, Any]]:
     return [{"image": p.image, "top": [{"index": s.index, "label": s.label, "probability": s.probability}
                                        for s in p.top]} for p in predictions]
+
+
+def predict_images(artifact: str | Path, images: Sequence[str | Path], /, top: int = 5,
+                   **kwargs: Any) -> list[Prediction]:
+    """The `top` classes of each image, with the artifact's own preprocessing and labels."""
+    return predict_files(Path(artifact), [Path(p) for p in images], top=top, **kwargs)
+
+
+callable_package(__name__, predict_images)  # `from deploy import predict; predict(artifact, images)`

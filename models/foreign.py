@@ -1,7 +1,8 @@
 """A user's own model: an `nn.Module` handed to the Python API, or a factory named on the command line.
 
 A factory is `package.module:function` (imported) or `path/to/file.py:function` (loaded from the file); it
-is called with no arguments, or with `num_classes=` / `img_size=` where those were given. The module must
+is called with no arguments, or with `num_classes=` where that was given (refused if it takes none), and with
+`img_size=` where that was given and it takes one (the size is the model's input either way). The module must
 map a `(batch, C, H, W)` float tensor to `(batch, classes)` logits. A Hugging Face `...ForImageClassification`
 module, whose forward takes `pixel_values=` and returns an output object, is wrapped to return its logits.
 
@@ -93,11 +94,15 @@ def _call_factory(request: ModelRequest) -> Any:
     kwargs = {key: value for key, value in (("num_classes", request.num_classes), ("img_size", request.img_size))
               if value is not None}
     try:
-        parameters: Mapping[str, inspect.Parameter] = inspect.signature(function).parameters
+        parameters: Mapping[str, inspect.Parameter] | None = inspect.signature(function).parameters
     except (TypeError, ValueError):
-        parameters = {}  # a builtin or C function: call it as asked
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    refused = [key for key in kwargs if parameters and not takes_any and key not in parameters]
+        parameters = None  # a builtin or C function: call it as asked
+    if parameters is not None and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        if "img_size" not in parameters:
+            kwargs.pop("img_size", None)  # the input size alone, then
+        refused = [key for key in kwargs if key not in parameters]
+    else:
+        refused = []
     if refused:
         flags = ", ".join("--" + key.replace("_", "-") for key in refused)
         raise ModelError(f"--model-factory {spec}: {name}() takes no {', '.join(refused)}, so {flags} cannot be "

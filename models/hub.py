@@ -46,7 +46,8 @@ class Architecture:
     family: str
     config: Callable[[Mapping[str, Any]], dict[str, Any]]
     rename: Callable[[str], str | None]  # a Hugging Face key -> the zoo's (None: drop it)
-    default_processor: dict[str, Any]  # the image processor's defaults, where the folder has none
+    # The image processor's defaults at the config's image size, where the folder has no preprocessor_config.json.
+    default_processor: Callable[[Mapping[str, Any]], dict[str, Any]]
 
 
 def _vit_config(hf: Mapping[str, Any], dist_token: bool = False, dist_head: bool = False) -> dict[str, Any]:
@@ -156,25 +157,41 @@ _CVT_RULES = [
     (r"classifier\.(weight|bias)", r"head.\1"),
 ]
 
-_SQUASH = {"size": {"height": 224, "width": 224}, "resample": 2, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
+def _vit_processor(hf: Mapping[str, Any]) -> dict[str, Any]:
+    """ViTImageProcessor's defaults: a plain resize to the input size, bilinear, mean and std 0.5."""
+    side = int(hf.get("image_size", 224))
+    return {"size": {"height": side, "width": side}, "resample": 2, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
+
+
+def _deit_processor(hf: Mapping[str, Any]) -> dict[str, Any]:
+    """DeiTImageProcessor's defaults (256 then a 224 crop), scaled to the input size; bicubic, ImageNet mean/std."""
+    side = int(hf.get("image_size", 224))
+    resized = round(side * 256 / 224)
+    return {"size": {"height": resized, "width": resized}, "crop_size": {"height": side, "width": side},
+            "do_center_crop": True, "resample": 3, "image_mean": [0.485, 0.456, 0.406],
+            "image_std": [0.229, 0.224, 0.225]}
+
+
+def _cvt_processor(hf: Mapping[str, Any]) -> dict[str, Any]:
+    """The ConvNext processor Microsoft's CvT folders use: shortest edge 224, crop_pct 0.875, bicubic."""
+    return {"size": {"shortest_edge": 224}, "crop_pct": 0.875, "resample": 3, "image_mean": [0.485, 0.456, 0.406],
+            "image_std": [0.229, 0.224, 0.225]}
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     "ViTForImageClassification": Architecture(
-        "deit", _vit_config, _prefixed("vit", _VIT_BLOCK, [(r"classifier\.(weight|bias)", r"head.\1")]), _SQUASH),
+        "deit", _vit_config, _prefixed("vit", _VIT_BLOCK, [(r"classifier\.(weight|bias)", r"head.\1")]),
+        _vit_processor),
     "DeiTForImageClassification": Architecture(
         "deit", lambda hf: _vit_config(hf, dist_token=True),
-        _prefixed("deit", _VIT_BLOCK, [(r"classifier\.(weight|bias)", r"head.\1")]),
-        {"size": {"height": 256, "width": 256}, "crop_size": {"height": 224, "width": 224}, "do_center_crop": True,
-         "resample": 3, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}),
+        _prefixed("deit", _VIT_BLOCK, [(r"classifier\.(weight|bias)", r"head.\1")]), _deit_processor),
     "DeiTForImageClassificationWithTeacher": Architecture(
         "deit", lambda hf: _vit_config(hf, dist_token=True, dist_head=True),
         _prefixed("deit", _VIT_BLOCK, [(r"cls_classifier\.(weight|bias)", r"head.\1"),
                                        (r"distillation_classifier\.(weight|bias)", r"head_dist.\1")]),
-        {"size": {"height": 256, "width": 256}, "crop_size": {"height": 224, "width": 224}, "do_center_crop": True,
-         "resample": 3, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}),
+        _deit_processor),
     "CvtForImageClassification": Architecture(
-        "cvt", _cvt_config, _renamer(_CVT_RULES),
-        {"size": {"shortest_edge": 224}, "crop_pct": 0.875, "resample": 3, "image_mean": [0.485, 0.456, 0.406],
-         "image_std": [0.229, 0.224, 0.225]}),
+        "cvt", _cvt_config, _renamer(_CVT_RULES), _cvt_processor),
 }
 
 
@@ -196,7 +213,7 @@ def load_hub_folder(request: ModelRequest) -> LoadedModel:
     if request.num_classes is not None and request.num_classes != config["num_classes"]:
         raise ModelError(f"--num-classes {request.num_classes}: {folder} has {config['num_classes']} labels "
                          "(config.json num_labels/id2label); drop --num-classes")
-    preprocessing = _preprocessing(folder, arch, config)
+    preprocessing = _preprocessing(folder, arch, config, hf)
     if request.img_size is not None and request.img_size != preprocessing.input_size[-1]:
         raise ModelError(f"--img-size {request.img_size}: {folder} takes {preprocessing.input_size[-1]} "
                          "(config.json and preprocessor_config.json); drop --img-size")
@@ -298,10 +315,10 @@ def _packed_qkv(state_dict: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _preprocessing(folder: Path, arch: Architecture, config: Mapping[str, Any]) -> Preprocessing:
+def _preprocessing(folder: Path, arch: Architecture, config: Mapping[str, Any], hf: Mapping[str, Any]) -> Preprocessing:
     """The image transform of `preprocessor_config.json` (else the architecture's processor defaults)."""
     path = folder / "preprocessor_config.json"
-    processor = {**arch.default_processor, **(_read_json(path) if path.is_file() else {})}
+    processor = {**arch.default_processor(hf), **(_read_json(path) if path.is_file() else {})}
     resample = int(processor.get("resample", 3))
     if resample not in _RESAMPLE:
         raise ModelError(f"{path}: resample {resample} is not one of the transforms computed here "
