@@ -10,6 +10,7 @@ import numpy as np
 from runtimes import Runner
 
 from ..data import datasets
+from ..data.images import DatasetError
 from ..errors import DeployError
 from ..export import accuracy
 from .results import AccuracyRecord
@@ -21,17 +22,28 @@ if TYPE_CHECKING:
 
 
 class References:
-    """The labelled set and PyTorch's logits on it, per model, shared by all of that model's engines."""
+    """The labelled set and PyTorch's logits on it, per model, shared by all of that model's engines.
+
+    A set that cannot be read (`DatasetError`: too few of its images decode) is remembered too, so each
+    engine of the model fails with the same line without decoding the set again.
+    """
 
     def __init__(self, dataset: str, limit: int | None):
         self.dataset, self.limit = dataset, limit
-        self._cache: dict[str, tuple[datasets.LabeledSet, np.ndarray]] = {}
+        self._cache: dict[str, tuple[datasets.LabeledSet, np.ndarray] | DatasetError] = {}
 
     def get(self, info: ModelInfo, model: nn.Module) -> tuple[datasets.LabeledSet, np.ndarray]:
         if info.name not in self._cache:
-            labelled = datasets.load_dataset(self.dataset, info, self.limit)
-            self._cache[info.name] = (labelled, accuracy.torch_logits(model, labelled.images))
-        return self._cache[info.name]
+            try:
+                labelled = datasets.load_dataset(self.dataset, info, self.limit)
+            except DatasetError as exc:
+                self._cache[info.name] = exc
+            else:
+                self._cache[info.name] = (labelled, accuracy.torch_logits(model, labelled.images))
+        cached = self._cache[info.name]
+        if isinstance(cached, DatasetError):
+            raise cached
+        return cached
 
 
 def engine_accuracy(runner: Runner, info: ModelInfo, model: nn.Module, batch: int,

@@ -23,6 +23,7 @@ import runtimes
 from runtimes import Runner
 from runtimes.base import first_line
 
+from ..data.images import DatasetError
 from ..diagnose.profile import ProfileSettings, profile_runner, write_profile
 from ..errors import DeployError
 from ..export.onnx_cache import OnnxCache
@@ -120,7 +121,11 @@ def _run_engine(exported: ExportResult, info: ModelInfo, rows: list[ResultRow],
             except Exception as exc:  # e.g. a batch the engine's profile cannot take: the other batches go on
                 timed.append(replace(row, status="failed", error=f"{type(exc).__name__}: {first_line(exc)}"))
         if settings.dataset and context.references is not None:
-            record = _accuracy(runner, info, exported, max(r.batch for r in rows), context)
+            try:
+                record = _accuracy(runner, info, exported, max(r.batch for r in rows), context)
+            except DatasetError as exc:  # no accuracy figure can be made: the cell fails, its timings kept
+                record = AccuracyRecord(dataset=settings.dataset, error=str(exc))
+                timed = [replace(row, status="failed", error=str(exc)) for row in timed]
             timed = [replace(row, accuracy=record) for row in timed]
         if settings.layer_profile:  # after every timed run: the profile never shares their time
             timed = _with_profile(runner, manifest, exported, timed, context)
@@ -155,6 +160,8 @@ def _accuracy(runner: Runner, info: ModelInfo, exported: ExportResult, batch: in
     assert context.references is not None and context.settings.dataset is not None
     try:
         return engine_accuracy(runner, info, exported.model, batch, context.references)
+    except DatasetError:
+        raise
     except Exception as exc:  # the timings stand even if the accuracy pass fails
         return AccuracyRecord(dataset=context.settings.dataset, error=f"{type(exc).__name__}: {first_line(exc)}")
 
