@@ -90,7 +90,9 @@ def export(request: ExportRequest, onnx_cache: OnnxCache | None = None) -> Expor
             graph = prepare_onnx(job, key, request, onnx_cache or OnnxCache(Path(work)), Path(work))
             source.onnx_path, onnx_record = graph.path, graph.details
             # Engines other than ORT's keep neither node names nor scopes: profiles read them from here.
-            onnx_record = replace(onnx_record, node_map=write_node_map(graph.path, stage))
+            node_map = write_node_map(graph.path, stage)
+            onnx_record = replace(onnx_record, node_map=node_map,
+                                  node_map_sha256=artifacts.file_sha256(stage / node_map))
         build = backend.build(source, stage, options)
         manifest = _manifest(request, model, job, status, build, stage)
         manifest.onnx = onnx_record
@@ -132,7 +134,8 @@ def _disk_full_is_one_line(out: Path) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in str(exc)
+        # An OSError, or fileio's WriteError (which keeps its errno), or a runtime's own error saying so.
+        full = getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in str(exc)
         if not full:
             raise
         raise DeployError(f"no space left on the device holding {out} while writing the artifact; "
@@ -183,7 +186,7 @@ def load_artifact(folder: Path, threads: int | None = None) -> tuple[Runner, Man
     """Open a finished artifact folder as a Runner; refuses folders that failed parity, are partial or changed."""
     manifest = artifacts.read_manifest(folder)
     if manifest.status == "failed":
-        raise DeployError(f"{folder} holds an engine that failed parity; re-export it")
+        raise ParityError(f"{folder} holds an engine that failed parity; re-export it")
     artifacts.verify_files(Path(folder), manifest)
     backend = runtimes.get_backend(manifest.target)
     backend.require()
