@@ -7,7 +7,7 @@ import argparse
 import hashlib
 import pickle
 import re
-import zipfile
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,13 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _saved_by_torch(head: bytes) -> bool:
+    """Whether a file's first bytes are what torch.save writes: a zip archive (PyTorch >= 1.6) or a pickle of
+    protocol 2 to 5 (the legacy format). Anything else is refused before torch.load, whose unpickler reads text
+    or noise as opcodes and fails with whatever they lead to (`IndexError: pop from empty list`, KeyError ...)."""
+    return head.startswith(b"PK\x03\x04") or (len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
 def read_checkpoint(path: str | Path) -> Any:
     """`torch.load(weights_only=True)` with a clear error for every way a file can be wrong."""
     path = Path(path)
@@ -47,7 +54,18 @@ def read_checkpoint(path: str | Path) -> Any:
     if not path.is_file():
         raise CheckpointError(f"weights path {path} is not a file")
     try:
-        with torch.serialization.safe_globals(SAFE_CHECKPOINT_GLOBALS):
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read weights file {path}: {exc.strerror or exc}") from None
+    if not _saved_by_torch(head):
+        shown = "it is empty" if not head else f"it starts with {head!r}"
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({shown}, while torch.save writes a zip "
+                              "archive or a pickle): pass the .pth file the model was saved to")
+    try:
+        with torch.serialization.safe_globals(SAFE_CHECKPOINT_GLOBALS), warnings.catch_warnings():
+            # A legacy file pickled with protocol 3-5 loads, after a warning that only asks for bug reports.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch < 2.13: "Unsupported global: GLOBAL x.y"; 2.13: "unsupported GLOBAL x.y whose module x is blocked".
@@ -62,7 +80,7 @@ def read_checkpoint(path: str | Path) -> Any:
         raise CheckpointError(
             f"{path} is not a readable PyTorch checkpoint (corrupt or not a .pth file: {reason})"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:  # a corrupt pickle fails in whatever way its bytes lead the unpickler
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?): {first_line}"
@@ -132,6 +150,13 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
     if problems:
         raise CheckpointError(
             f"checkpoint does not match {what} (another variant or configuration?): " + "; ".join(problems)
+        )
+    # load_state_dict would copy a complex tensor into a real parameter, silently dropping its imaginary part.
+    complex_ = [f"{k} ({v.dtype})" for k, v in state_dict.items() if v.is_complex() and not expected[k].is_complex()]
+    if complex_:
+        raise CheckpointError(
+            f"checkpoint holds complex values in {len(complex_)} tensor(s) where the model's are real: "
+            f"{_summarise(complex_, 3)}; loading them would drop their imaginary parts (not weights for this model)"
         )
     model.load_state_dict(state_dict, strict=True)
 

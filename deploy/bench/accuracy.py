@@ -10,6 +10,7 @@ import numpy as np
 from runtimes import Runner
 
 from ..data import datasets
+from ..data.images import DatasetError
 from ..errors import DeployError
 from ..export import accuracy
 from .results import AccuracyRecord
@@ -20,18 +21,30 @@ if TYPE_CHECKING:
 
 
 class References:
-    """The labelled set and PyTorch's logits on it, per model, shared by all of that model's engines."""
+    """The labelled set and PyTorch's logits on it, per model, shared by all of that model's engines.
+
+    A set that cannot be read (`DatasetError`: too few of its images decode) is remembered too, so each
+    engine of the model fails with the same line without decoding the set again.
+    """
 
     def __init__(self, dataset: str, limit: int | None):
         self.dataset, self.limit = dataset, limit
-        self._cache: dict[str, tuple[datasets.LabeledSet, np.ndarray]] = {}
+        self._cache: dict[str, tuple[datasets.LabeledSet, np.ndarray] | DatasetError] = {}
 
     def get(self, model: LoadedModel) -> tuple[datasets.LabeledSet, np.ndarray]:
         card = model.card
         if card.name not in self._cache:
-            labelled = datasets.load_dataset(self.dataset, card.preprocessing, self.limit, num_classes=card.num_classes)
-            self._cache[card.name] = (labelled, accuracy.torch_logits(model.module, labelled.images))
-        return self._cache[card.name]
+            try:
+                labelled = datasets.load_dataset(self.dataset, card.preprocessing, self.limit,
+                                                 num_classes=card.num_classes)
+            except DatasetError as exc:
+                self._cache[card.name] = exc
+            else:
+                self._cache[card.name] = (labelled, accuracy.torch_logits(model.module, labelled.images))
+        cached = self._cache[card.name]
+        if isinstance(cached, DatasetError):
+            raise cached
+        return cached
 
 
 def engine_accuracy(runner: Runner, model: LoadedModel, batch: int, references: References) -> AccuracyRecord:

@@ -23,6 +23,7 @@ from models import LoadedModel, ModelCard, ModelRequest
 from runtimes import Runner
 from runtimes.base import first_line
 
+from ..data.images import DatasetError
 from ..diagnose.profile import ProfileSettings, profile_runner, write_profile
 from ..errors import DeployError
 from ..export.onnx_cache import OnnxCache
@@ -139,7 +140,11 @@ def _run_engine(exported: ExportResult, rows: list[ResultRow], context: GroupCon
             except Exception as exc:  # e.g. a batch the engine's profile cannot take: the other batches go on
                 timed.append(replace(row, status="failed", error=f"{type(exc).__name__}: {first_line(exc)}"))
         if settings.dataset and context.references is not None:
-            record = _accuracy(runner, exported, max(r.batch for r in rows), context)
+            try:
+                record = _accuracy(runner, exported, max(r.batch for r in rows), context)
+            except DatasetError as exc:  # no accuracy figure can be made: the cell fails, its timings kept
+                record = AccuracyRecord(dataset=settings.dataset, error=str(exc))
+                timed = [replace(row, status="failed", error=str(exc)) for row in timed]
             timed = [replace(row, accuracy=record) for row in timed]
         if settings.layer_profile:  # after every timed run: the profile never shares their time
             timed = _with_profile(runner, manifest, exported, timed, context)
@@ -173,6 +178,8 @@ def _accuracy(runner: Runner, exported: ExportResult, batch: int, context: Group
     assert context.references is not None and context.settings.dataset is not None
     try:
         return engine_accuracy(runner, exported.model, batch, context.references)
+    except DatasetError:
+        raise
     except Exception as exc:  # the timings stand even if the accuracy pass fails
         return AccuracyRecord(dataset=context.settings.dataset, error=f"{type(exc).__name__}: {first_line(exc)}")
 

@@ -93,6 +93,12 @@ def run_bench(request: BenchRequest, results: ResultsFile | None = None, *, resu
         log.info("removed %d folder(s) left by killed runs in %s, freeing %.0f MB", swept.folders, request.out,
                  swept.bytes / 2**20)
     results = results or ResultsFile(None)
+    with results.claimed():  # before any cell runs: a folder, a foreign file or a file in use is refused here
+        return _run(request, results, resume, progress or Progress(), executor or LocalExecutor())
+
+
+def _run(request: BenchRequest, results: ResultsFile, resume: Resume | None, progress: Progress,
+         executor: Executor) -> ResultsDocument:
     plan = [key for matrix in request.matrices() for key in matrix.cells()]
     document = ResultsDocument(created=now(), environment=environment(request.settings.threads, request.device),
                                settings=request.settings, plan=_plan_record(request))
@@ -100,7 +106,6 @@ def run_bench(request: BenchRequest, results: ResultsFile | None = None, *, resu
     if resume and results.path and results.path.exists():
         document, rows = _resumed(results.path, request.settings, resume)
         document.plan = _plan_record(request)
-    progress = progress or Progress()
     progress.start(len(plan), sum(1 for key in plan if key in rows))
 
     def finished(group_rows: list[ResultRow]) -> None:
@@ -111,8 +116,8 @@ def run_bench(request: BenchRequest, results: ResultsFile | None = None, *, resu
             progress.cell_finished(row)
 
     try:
-        (executor or LocalExecutor()).run(pending_groups(plan, rows), request,
-                                          lambda group: progress.cell_started(group.keys()[0]), finished)
+        executor.run(pending_groups(plan, rows), request, lambda group: progress.cell_started(group.keys()[0]),
+                     finished)
     finally:
         progress.close()
     document.complete = True

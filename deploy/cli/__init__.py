@@ -34,11 +34,20 @@ COMMANDS = {"list": cmd_list, "export": cmd_export, "bench": cmd_bench, "report"
             "worker": cmd_worker}
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to `sys.stderr` as it is when the note comes, not as it was when `main` first ran (a caller, a test,
+    may have replaced it since: a handler bound to the old stream writes to a closed file)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _notes_to_stderr() -> None:
     """The stages' `deploy` logger (notes such as a sweep of killed runs' leftovers) as `note:` lines."""
     logger = logging.getLogger("deploy")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _Stderr()
         handler.setFormatter(logging.Formatter("note: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
@@ -48,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("DEPLOY_DEBUG") == "1"
     _notes_to_stderr()
-    from deploy.errors import DeployError, ParityError
+    from deploy.errors import DeployError, IntegrityError, ParityError
     from models import ModelError
     from runtimes import RuntimeAdapterError
 
@@ -58,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED if isinstance(exc, ParityError) else EXIT_USER_ERROR
+        return EXIT_FAILED if isinstance(exc, (ParityError, IntegrityError)) else EXIT_USER_ERROR  # gate, refused load
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -7,12 +7,15 @@ Datasets:
 - a folder ImageNet-style: one subfolder per class. Class indices follow the sorted subfolder names
   (torchvision's `ImageFolder` convention, which is the ImageNet-1k index for its wnid folders), or
   the order of a `classes.txt` beside them (one name a line) when the folder holds only some classes.
+  A folder of one class and no `classes.txt` is noted: all its images get label 0.
 
-Images go through the model's own eval transform (`deploy.data.images.preprocess`, Pillow + numpy).
+Images go through the model's own eval transform (`deploy.data.images.preprocess`, Pillow + numpy); files
+that do not decode are left out, unless too many do not (`images.read_labelled`).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -20,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from ..errors import DeployError
-from .images import images_in, no_images_error, preprocess_for, read_images
+from .images import images_in, no_images_error, preprocess_for, read_labelled
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -36,6 +39,8 @@ DIGITS_TRAIN_FILE = Path(__file__).parent / "digits_train.npz"
 SHIPPED = {"digits": DIGITS_FILE}
 # ... and the training file of the same set (disjoint from it; calibration draws from here).
 SHIPPED_TRAIN = {"digits": DIGITS_TRAIN_FILE}
+log = logging.getLogger("deploy")
+_NOTED: set[Path] = set()  # one-class folders already noted in this process (each model reads the folder again)
 
 
 @dataclass
@@ -86,6 +91,11 @@ def class_folders(folder: Path) -> tuple[list[str], dict[str, int]]:
             raise DeployError(f"{listing} does not list the class folder(s) {', '.join(unknown[:5])}")
     else:
         classes = subfolders
+        if len(subfolders) == 1 and folder.resolve() not in _NOTED:
+            _NOTED.add(folder.resolve())
+            log.warning("%s has one class folder (%s) and no classes.txt, so every image gets label 0, the "
+                        "model's first class, and top-1 counts only predictions of that class as right; list the "
+                        "model's classes in output order in %s (one a line)", folder, subfolders[0], listing)
     index = {name: i for i, name in enumerate(classes)}
     return classes, {name: index[name] for name in subfolders}
 
@@ -97,8 +107,8 @@ def load_image_folder(folder: Path, preprocessing: Preprocessing, limit: int | N
     picked = _round_robin(list(zip(index.values(), per_class, strict=True)), limit)
     if not picked:
         raise no_images_error(folder)
-    images = read_images([path for path, _ in picked], preprocessing)
-    labels = np.array([label for _, label in picked], dtype=np.int64)
+    images, kept = read_labelled([path for path, _ in picked], preprocessing, Path(folder))
+    labels = np.array([picked[i][1] for i in kept], dtype=np.int64)
     return LabeledSet(Path(folder).name, images, labels, classes, str(folder))
 
 

@@ -36,7 +36,7 @@ from runtimes.base import first_line
 from ..data.images import seeded_batch
 from ..errors import DeployError
 from ..passes import run_passes
-from ..timing import LatencyStats, TimingSettings, input_feeds, interleaved_rounds
+from ..timing import MAX_SECONDS, LatencyStats, TimingSettings, input_feeds, interleaved_rounds
 from .manifest import AutotuneRecord, CandidateLatency, CandidateParity, CandidateRecord
 from .parity import TOLERANCES, compare
 from .targets import TargetSpec, resolve_passes
@@ -72,6 +72,9 @@ class AutotuneSettings:
                 settings = replace(settings, **{field_name: value})
         if settings.rounds < 1 or settings.runs < 1 or settings.batch < 1:
             raise DeployError("autotune rounds, runs and batch must be at least 1")
+        if not 0 <= settings.warmup_s <= MAX_SECONDS:  # also refuses NaN, which no clock ever passes
+            raise DeployError(f"DEPLOY_AUTO_WARMUP must be between 0 and {MAX_SECONDS:g} seconds, "
+                              f"not {settings.warmup_s}")
         return settings
 
     def to_json(self) -> dict[str, float]:

@@ -2,7 +2,8 @@
 
 Written by the export stage and validated on every read (`parse_manifest`): valid JSON of the wrong
 shape, a missing key or another schema version is one clear error. `engine.sha256` holds every engine
-file's hash, checked before the engine is loaded (`artifacts.verify_files`).
+file's hash and `onnx.node_map_sha256` the node map's, checked before the engine is loaded
+(`artifacts.verify_files`); `manifest.sha256` beside the manifest covers the manifest itself.
 
 `status` is "ok" (parity passed here), "failed" (parity failed: kept as `<target>-<precision>.failed/`,
 never loaded) or "unverified" (built, but the runtime cannot run on this machine, so parity could not be
@@ -138,6 +139,7 @@ class OnnxRecord:
     auto: Annotated[AutotuneRecord | None, OMITTED_IF_NONE] = None  # --passes auto's candidates and choice
     # The graph's nodes with their module scopes, in the artifact folder, for per-layer profiles.
     node_map: Annotated[str | None, OMITTED_IF_NONE] = None
+    node_map_sha256: Annotated[str | None, OMITTED_IF_NONE] = None  # checked before a profile reads it
 
 
 @dataclass
@@ -207,6 +209,8 @@ class Manifest:
     status: Status
     onnx: Annotated[OnnxRecord | None, OMITTED_IF_NONE] = None
     calibration: Annotated[dict[str, Any] | None, OMITTED_IF_NONE] = None
+    # The other files a profile reads (the module MAC table), by name, with their sha256.
+    files: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return _MANIFEST.dump_python(self, mode="python")

@@ -48,7 +48,7 @@ from .manifest import (
     versions,
     weights_record,
 )
-from .node_map import write_module_macs, write_node_map
+from .node_map import MODULE_MACS, write_module_macs, write_node_map
 from .onnx_cache import GraphKey, OnnxCache
 from .parity import LOW_PRECISIONS
 from .request import EngineJob, ExportRequest, ExportResult
@@ -166,7 +166,8 @@ def prepare_graph(plan: ExportPlan, job: EngineJob, cache: OnnxCache, work: Path
     key = GraphKey(job.model_name, model_identity(request.model_request), opset)
     graph = prepare_onnx(job, key, request.passes, request.autotune, cache, work)
     # Engines other than ORT's keep neither node names nor scopes: profiles read them from here.
-    record = replace(graph.details, node_map=write_node_map(graph.path, stage))
+    node_map = write_node_map(graph.path, stage)
+    record = replace(graph.details, node_map=node_map, node_map_sha256=artifacts.file_sha256(stage / node_map))
     return PreparedGraph(replace(job.source, onnx_path=graph.path), record)
 
 
@@ -204,7 +205,8 @@ def describe(plan: ExportPlan, model: LoadedModel, job: EngineJob, graph: Prepar
         versions=versions(target.spec.name, target.availability.version), engine=engine,
         inputs=[TensorRecord(s.name, list(s.shape), s.dtype) for s in job.source.input_specs],
         outputs=[TensorRecord(onnx_export.OUTPUT_NAME, ["batch", model.card.num_classes])],
-        parity=parity, status=verdict.status, onnx=graph.record, calibration=calibration)
+        parity=parity, status=verdict.status, onnx=graph.record, calibration=calibration,
+        files={MODULE_MACS: artifacts.file_sha256(stage / MODULE_MACS)})
 
 
 def publish(manifest: Manifest, stage: Path, final: Path, verdict: Verdict) -> Path:
@@ -223,7 +225,8 @@ def _disk_full_is_one_line(out: Path) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in str(exc)
+        # An OSError, or fileio's WriteError (which keeps its errno), or a runtime's own error saying so.
+        full = getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in str(exc)
         if not full:
             raise
         raise DeployError(f"no space left on the device holding {out} while writing the artifact; "
