@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="model -> ONNX -> passes -> engine -> parity -> artifact folder")
     p.add_argument("model")
-    p.add_argument("--target", default="onnxruntime", help="onnxruntime (default), openvino, tensorrt, coreml, torch")
+    p.add_argument("--target", default="onnxruntime",
+                   help="onnxruntime (default), openvino, tensorrt, coreml, executorch, torch")
     _precision_args(p)
     p.add_argument("--weights", help="local official checkpoint (.pth); without it, random init")
     ema = p.add_mutually_exclusive_group()
