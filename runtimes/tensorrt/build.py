@@ -126,4 +126,3 @@ def build_serialized(trt, onnx_path: Path, plan: BuildPlan,
     save_timing_cache(config, plan.timing_cache)
     del parser
     return bytes(serialized), pinned
-

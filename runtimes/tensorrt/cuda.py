@@ -77,4 +77,3 @@ def device_index(device: str | None) -> int:
     if not match:
         raise RuntimeAdapterError(f"TensorRT device {device!r} is not a CUDA device index such as 'cuda:0'")
     return int(match.group(1))
-

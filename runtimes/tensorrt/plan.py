@@ -270,4 +270,3 @@ def make_plan(version: tuple[int, ...], options: BuildOptions, graph: GraphTypes
     return BuildPlan(route=route, profile=profile, precision=options.precision,
                      dla=dla, workspace_mib=settings.workspace_mib or None,
                      tf32=settings.tf32 if settings.tf32 is not None else options.precision != "fp32")
-

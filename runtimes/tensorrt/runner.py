@@ -190,4 +190,3 @@ def layer_sources(layer_name: str, metadata: str, onnx_order: Sequence[str]) -> 
     if span and span.group(1) in position and span.group(2) in position:
         return tuple(onnx_order[position[span.group(1)]: position[span.group(2)] + 1])
     return tuple(part.strip() for part in layer_name.split(" + ") if part.strip() in position)
-
