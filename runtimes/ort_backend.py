@@ -39,8 +39,8 @@ from .base import (
     first_line,
 )
 from .options import options_for
-from .ort_kernels import traced_nodes
 from .ort_providers import OrtOptions, ProviderCheck, check_providers, provider_settings, session_providers
+from .ort_trace import traced_nodes
 from .profiling import NodeTime, ProfileRequest, RuntimeProfile, SourceNode, trace_sources
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
