@@ -1,4 +1,5 @@
-"""Loading official checkpoints: safe unpickling, container unwrapping, strict key matching."""
+"""Loading checkpoints: safe unpickling (`.pth`, `.pt`, `.bin`), safetensors, container unwrapping, strict key
+matching."""
 
 from __future__ import annotations
 
@@ -111,7 +112,7 @@ def _summarise(names: list[str], limit: int = 6) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str = "the model") -> None:
     """Strict load that names every missing, unexpected and mis-shaped key in one error."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
@@ -130,7 +131,7 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
         problems.append(f"mis-shaped keys: {_summarise(misshaped, 4)}")
     if problems:
         raise CheckpointError(
-            "checkpoint does not match the model (wrong variant?): " + "; ".join(problems)
+            f"checkpoint does not match {what} (another variant or configuration?): " + "; ".join(problems)
         )
     model.load_state_dict(state_dict, strict=True)
 
@@ -144,6 +145,38 @@ def check_finite(state_dict: Mapping[str, torch.Tensor], path: str | Path) -> No
                               f"{_summarise(bad, 3)}; the checkpoint is corrupt or comes from a diverged run")
 
 
+SAFETENSORS_SUFFIX = ".safetensors"
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A `.safetensors` file's tensors (the safetensors library: no pickle at all)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist" if not path.exists()
+                              else f"weights path {path} is not a file")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable safetensors file (corrupt or truncated?): {detail}") from None
+
+
+def read_weights(path: Path, container_keys: Iterable[str] = ("model", "state_dict"),
+                 use_ema: bool | None = None) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
+    """The state dict in a checkpoint file of any supported format, and where it came from."""
+    path = Path(path)
+    if path.suffix == SAFETENSORS_SUFFIX:
+        if use_ema:
+            raise CheckpointError(f"{path} is a safetensors file: it holds one set of weights, so --ema does not apply")
+        state_dict, container_key = read_safetensors(path), None
+    else:
+        state_dict, container_key = unwrap_state_dict(read_checkpoint(path), container_keys, use_ema)
+    return state_dict, CheckpointInfo(path=str(path), sha256=file_sha256(path), container_key=container_key,
+                                      num_tensors=len(state_dict))
+
+
 def load_checkpoint(
     model: nn.Module,
     path: str | Path,
@@ -152,15 +185,10 @@ def load_checkpoint(
     state_dict_filter=None,
     use_ema: bool | None = None,
 ) -> CheckpointInfo:
-    raw = read_checkpoint(path)
-    state_dict, container_key = unwrap_state_dict(raw, container_keys, use_ema)
+    state_dict, info = read_weights(Path(path), container_keys, use_ema)
     if state_dict_filter is not None:
         state_dict = state_dict_filter(state_dict, model)
     check_finite(state_dict, path)
     load_state_dict_strict(model, state_dict)
-    return CheckpointInfo(
-        path=str(path),
-        sha256=file_sha256(path),
-        container_key=container_key,
-        num_tensors=len(state_dict),
-    )
+    return CheckpointInfo(path=info.path, sha256=info.sha256, container_key=info.container_key,
+                          num_tensors=len(state_dict))

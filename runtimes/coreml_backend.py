@@ -199,7 +199,9 @@ class CoreMLBackend(Backend):
         details = {"batch": batch, "batches": batches, "compute_units": units_name,
                    "minimum_deployment_target": target_name or "coremltools default",
                    **_build_details(described, options.precision, units_name)}
-        return BuildResult(files=(self.engine_file,), details=details, batches=tuple(batches))
+        here = can_predict_here()
+        return BuildResult(files=(self.engine_file,), details=details, batches=tuple(batches), can_run_here=here,
+                           run_reason=None if here else "Core ML predicts only on macOS")
 
     def load(self, artifact_dir: Path, engine_file: str, options: BuildOptions,
              input_specs: list[TensorSpec] | None = None, output_names: list[str] | None = None) -> Runner:
@@ -233,7 +235,7 @@ def _build_details(described: dict[str, Any], precision: str, units_name: str) -
         "weights": {"fp32": "fp32", "fp16": "fp16", "int8": "int8 linear_symmetric"}[precision],
         "quantized_weight_tensors": sum(ops.get(op, 0) for op in QUANTIZED_WEIGHT_OPS),
         "inputs": described["inputs"], "outputs": described["outputs"],
-        "fused_attention": described["fused_attention"], "can_run_here": can_predict_here(),
+        "fused_attention": described["fused_attention"],
     }
     if precision == "fp32" and units_name in ("ALL", "CPU_AND_NE"):
         details["note"] = "fp32 programs do not run on the Neural Engine; Core ML uses CPU/GPU"

@@ -162,7 +162,7 @@ def test_coreml_on_linux_is_published_as_unverified(tmp_path, capsys):
 @pytest.fixture
 def no_work(monkeypatch):
     """Fail the test if a command gets as far as building a model."""
-    monkeypatch.setattr(stage_module, "seeded_model", lambda *a: pytest.fail("work started before validation"))
+    monkeypatch.setattr(stage_module, "load_model", lambda *a: pytest.fail("work started before validation"))
     monkeypatch.setattr(run_module, "run_group", lambda *a: pytest.fail("a cell ran"))
 
 
@@ -379,7 +379,7 @@ COMMANDS = st.sampled_from(["list", "export", "bench", "report", "compare", "doc
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(command=COMMANDS, words=st.lists(st.one_of(FLAGS, VALUES), max_size=6))
 def test_random_command_lines_never_trace_back(tmp_path, capsys, monkeypatch, command, words):
-    monkeypatch.setattr(stage_module, "seeded_model", lambda *a: (_ for _ in ()).throw(DeployError("stopped")))
+    monkeypatch.setattr(stage_module, "load_model", lambda *a: (_ for _ in ()).throw(DeployError("stopped")))
     monkeypatch.setattr(run_module, "run_group", lambda *a: [])
     argv = [command, *(w.replace("{tmp}", str(tmp_path)) for w in words)]
     if command in ("export", "bench"):

@@ -17,9 +17,9 @@ from deploy.bench import BenchRequest, BenchSettings, ResultsFile, load_results,
 from deploy.bench import group as group_module
 from deploy.cli import main
 from deploy.diagnose.attribution import OTHER, Group, classify_macs, classify_nodes, runtime_group
-from deploy.diagnose.nodes import node_table
 from deploy.diagnose.profile import attribute
 from deploy.diagnose.records import PROFILE
+from deploy.export.node_map import node_table
 from deploy.export.onnx_export import clean_up, export_onnx
 from deploy.export.targets import TARGETS
 from deploy.passes import available_passes, run_passes, scopes

@@ -143,6 +143,8 @@ class ResultRow:
     # `bench --profile`: where the time goes, by module (a summary; `layer_profile.file` holds the full one).
     layer_profile: Annotated[LayerProfile | None, OMITTED_IF_NONE] = None
     layer_profile_error: Annotated[str | None, OMITTED_IF_NONE] = None  # why the profile could not be made
+    # The runtime options the engine ran with (built with, or overridden at load): the adapter's typed settings.
+    runtime_options: Annotated[dict[str, Any] | None, OMITTED_IF_NONE] = None
 
     @property
     def key(self) -> CellKey:

@@ -7,12 +7,16 @@ old and new cells incomparable, so a resumed run must match them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import DeployError
 from ..timing import TimingSettings
 
+if TYPE_CHECKING:
+    from models import ModelRequest
+
 RESUME_KEYS = ("warmup_s", "runs", "duration_s", "buffers", "seed", "passes", "threads", "dataset",
-               "dataset_limit", "weights", "device")
+               "dataset_limit", "weights", "device", "num_classes", "img_size", "model_factory", "options")
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,12 @@ class BenchSettings:
     device: str | None = None  # the device profile's name
     # A per-layer profile of each engine at its first batch (`bench --profile`), after and apart from its timed runs.
     layer_profile: bool = False
+    # One model's fine-tune or factory, as export takes them (`--num-classes`, `--img-size`, `--model-factory`).
+    num_classes: int | None = None
+    img_size: int | None = None
+    model_factory: str | None = None
+    # Runtime options per target (`--option [TARGET.]KEY=VALUE`), applied where each engine is built and loaded.
+    options: dict[str, dict[str, str]] | None = None
 
     def __post_init__(self) -> None:
         at_least = {"--runs": (self.runs, 1), "--buffers": (self.buffers, 1), "--warmup": (self.warmup_s, 0),
@@ -43,6 +53,14 @@ class BenchSettings:
                 raise DeployError(f"{flag} must be at least {floor}, not {value}")
         if self.duration_s is not None and self.duration_s <= 0:
             raise DeployError(f"--duration must be more than 0 seconds, not {self.duration_s}")
+
+    def model_request(self, name: str) -> ModelRequest:
+        """The model a cell's name stands for under these settings (a zoo variant, folder, fine-tune or factory)."""
+        from models import ModelRequest
+
+        factory = self.model_factory
+        return ModelRequest(model=None if factory else name, name=name if factory else None, weights=self.weights,
+                            num_classes=self.num_classes, img_size=self.img_size, factory=factory, seed=self.seed)
 
     @property
     def timing(self) -> TimingSettings:

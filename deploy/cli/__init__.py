@@ -1,4 +1,4 @@
-"""`python -m deploy list | export | bench | report | compare | profile | doctor | passes | inspect |
+"""`python -m deploy list | export | predict | bench | report | compare | profile | doctor | passes | inspect |
 debug-precision | worker`.
 
 Every user-fixable problem ends as one `error:` line and a non-zero exit; `--debug` (or DEPLOY_DEBUG=1)
@@ -13,7 +13,16 @@ import sys
 
 from .bench_commands import cmd_bench, cmd_compare, cmd_report
 from .cluster_commands import cmd_worker
-from .commands import cmd_debug_precision, cmd_doctor, cmd_export, cmd_inspect, cmd_list, cmd_passes, cmd_profile
+from .commands import (
+    cmd_debug_precision,
+    cmd_doctor,
+    cmd_export,
+    cmd_inspect,
+    cmd_list,
+    cmd_passes,
+    cmd_predict,
+    cmd_profile,
+)
 from .parser import build_parser
 
 EXIT_USER_ERROR = 2
@@ -21,7 +30,8 @@ EXIT_FAILED = 1
 
 COMMANDS = {"list": cmd_list, "export": cmd_export, "bench": cmd_bench, "report": cmd_report,
             "compare": cmd_compare, "doctor": cmd_doctor, "passes": cmd_passes, "inspect": cmd_inspect,
-            "debug-precision": cmd_debug_precision, "profile": cmd_profile, "worker": cmd_worker}
+            "debug-precision": cmd_debug_precision, "profile": cmd_profile, "predict": cmd_predict,
+            "worker": cmd_worker}
 
 
 def _notes_to_stderr() -> None:

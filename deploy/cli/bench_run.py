@@ -98,8 +98,24 @@ def bench_settings(args: argparse.Namespace, defaults: Defaults) -> BenchSetting
         threads=pick(args.threads, defaults.threads),
         seed=pick(args.seed, 0), dataset=args.dataset, dataset_limit=args.limit, power=defaults.power,
         passes=pick(args.passes, "default"), weights=args.weights, device=defaults.device,
-        layer_profile=bool(args.profile),
+        layer_profile=bool(args.profile), num_classes=args.num_classes, img_size=args.img_size,
+        model_factory=args.model_factory, options=_options(args),
     )
+
+
+def _options(args: argparse.Namespace) -> dict[str, dict[str, str]] | None:
+    """`--option` per target of the run, checked against each adapter's typed options now, not per cell."""
+    if not args.option:
+        return None
+    from runtimes import get_backend, target_names
+
+    from .options import option_values
+
+    targets = args.target or target_names()
+    chosen = {t: values for t, values in option_values(args.option, targets).items() if values}
+    for target, values in chosen.items():
+        get_backend(target).parse_options(values)
+    return chosen
 
 
 def _stamp() -> str:

@@ -18,6 +18,28 @@ def _precision_args(parser: argparse.ArgumentParser) -> None:
                            help=f"same as --precision {name}")
 
 
+def _model_args(parser: argparse.ArgumentParser) -> None:
+    """What makes a model other than a zoo variant as registered: a fine-tune, a factory, labels, a name."""
+    group = parser.add_argument_group("your own model")
+    group.add_argument("--num-classes", type=int, metavar="N",
+                       help="classes of a fine-tuned head (default: the checkpoint's, else the variant's)")
+    group.add_argument("--img-size", type=int, metavar="S",
+                       help="input size a model was fine-tuned at (default: the checkpoint's, else the variant's); "
+                            "position embeddings of a checkpoint at another size are resampled")
+    group.add_argument("--model-factory", metavar="MODULE:FUNCTION",
+                       help="build the model with your own function (package.module:function or path/file.py:function) "
+                            "returning an nn.Module; MODEL is then only its name")
+    group.add_argument("--labels", metavar="FILE", help="class names, one a line, in the model's output order")
+    group.add_argument("--name", help="the name its artifacts and results take (default: the model's)")
+
+
+def _option_arg(parser: argparse.ArgumentParser, applies: str) -> None:
+    parser.add_argument("--option", action="append", metavar="[TARGET.]KEY=VALUE",
+                        help=f"a setting of a target's runtime adapter, repeatable ({applies}; e.g. num_streams=1 for "
+                             "openvino, compute_units=CPU_AND_NE for coreml, providers=cuda,cpu for onnxruntime); "
+                             "`python -m deploy doctor` lists each target's")
+
+
 def _bench_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="latency percentiles, throughput, memory, parity and accuracy per device")
     p.add_argument("models", nargs="*", metavar="MODEL", help="models (default: the --device profile's)")
@@ -58,6 +80,8 @@ def _bench_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", action="store_true", default=None,
                    help="also a per-layer profile of each engine at its first batch, through the runtime's own "
                         "profiler, in runs separate from the timed ones")
+    _option_arg(p, "applied where each engine is built and loaded")
+    _model_args(p)
 
     p = sub.add_parser("report", help="HTML report with plots and the MAC-to-latency fidelity table")
     p.add_argument("results", nargs="+", metavar="RESULTS.json")
@@ -85,11 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("export", help="model -> ONNX -> passes -> engine -> parity -> artifact folder")
-    p.add_argument("model")
+    p.add_argument("model", nargs="?", metavar="MODEL",
+                   help="a zoo variant (python -m deploy list), or a Hugging Face model folder")
     p.add_argument("--target", default="onnxruntime",
                    help="onnxruntime (default), openvino, tensorrt, coreml, executorch, torch")
     _precision_args(p)
-    p.add_argument("--weights", help="local official checkpoint (.pth); without it, random init")
+    p.add_argument("--weights", help="checkpoint: .pth/.pt/.bin (torch.load, weights only) or .safetensors, or a "
+                   "Hugging Face model folder; without it, random init (or the variant's shipped weights)")
     ema = p.add_mutually_exclusive_group()
     ema.add_argument("--ema", dest="use_ema", action="store_const", const=True, help="load 'model_ema' weights")
     ema.add_argument("--no-ema", dest="use_ema", action="store_const", const=False, help="load 'model' weights")
@@ -101,9 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, help="override the target's ONNX opset")
     p.add_argument("--threads", type=int, help="runtime threads")
     p.add_argument("--device", help="runtime device (e.g. OpenVINO CPU/GPU)")
-    p.add_argument("--option", action="append", metavar="KEY=VALUE",
-                   help="a setting of the target's runtime adapter, repeatable (e.g. num_streams=1 for openvino, "
-                        "compute_units=CPU_AND_NE for coreml); `python -m deploy doctor` lists each target's")
+    _option_arg(p, "recorded in the manifest, restored on load")
     p.add_argument("--calib-dir", help="images for int8 calibration (class subfolders allowed)")
     p.add_argument("--calib-samples", type=int, default=64, help="int8 calibration samples (default 64)")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
@@ -111,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the parity inputs")
     p.add_argument("--no-gate", dest="gate", action="store_false",
                    help="keep an engine that fails parity (its manifest still says failed)")
+    _model_args(p)
 
     _bench_parsers(sub)
 
@@ -131,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("passes", help="the graph passes and what each does")
 
     p = sub.add_parser("debug-precision", help="where a low-precision graph loses accuracy: per-layer error vs fp32")
-    p.add_argument("model")
+    p.add_argument("model", nargs="?", metavar="MODEL", help="a zoo variant, or a Hugging Face model folder")
     p.add_argument("--target", default="onnxruntime", help="whose graph to debug (default onnxruntime)")
     p.add_argument("--precision", default="int8", choices=["fp16", "int8"], help="default int8")
     p.add_argument("--weights", help="checkpoint (default: the shipped one, else random init)")
@@ -140,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-dir", help="int8 calibration images, as for export")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--top", type=int, default=5, help="how many of the worst layers to list")
+    _model_args(p)
 
     p = sub.add_parser("profile", help="where an engine's time goes: per-layer profile through its runtime's "
                        "profiler, attributed to the model's modules next to their MACs")
@@ -150,6 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="default 1")
     p.add_argument("--top", type=int, default=10, help="how many of the slowest nodes to list (default 10)")
     p.add_argument("--json", help="write the full profile (every module group and runtime node) to this file")
+    _option_arg(p, "overriding those the artifact was built with")
+
+    p = sub.add_parser("predict", help="classify images with an artifact, in its own preprocessing and labels")
+    p.add_argument("artifact", metavar="ARTIFACT_DIR")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top", type=int, default=5, help="how many classes to list per image (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--labels", metavar="FILE", help="class names, one a line, instead of the artifact's")
+    p.add_argument("--threads", type=int, help="runtime threads")
+    _option_arg(p, "overriding those the artifact was built with")
 
     p = sub.add_parser("inspect", help="op histogram, opset, inputs and outputs of an ONNX file")
     p.add_argument("file")

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 # bench flag -> BenchSettings field it sets
 SETTING_FLAGS = {"warmup": "warmup_s", "runs": "runs", "duration": "duration_s", "buffers": "buffers",
                  "threads": "threads", "seed": "seed", "dataset": "dataset", "limit": "dataset_limit",
-                 "passes": "passes", "weights": "weights", "profile": "layer_profile"}
+                 "passes": "passes", "weights": "weights", "profile": "layer_profile", "num_classes": "num_classes",
+                 "img_size": "img_size", "model_factory": "model_factory"}
 
 
 def resumed_request(args: argparse.Namespace) -> BenchRequest:

@@ -25,7 +25,7 @@ from .images import images_in, no_images_error, preprocess_for, read_images
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from models.registry import ModelInfo
+    from models import Preprocessing
 
 Split = Literal["test", "train"]
 SPLITS: tuple[Split, ...] = ("test", "train")
@@ -57,15 +57,15 @@ def digits_image(pixels: np.ndarray) -> Image:
     return Image.fromarray(np.asarray(pixels, dtype=np.uint8), "L")
 
 
-def load_digits_set(info: ModelInfo, path: Path = DIGITS_FILE, limit: int | None = None) -> LabeledSet:
-    """Shipped digits (`images` uint8 (N, 8, 8), `labels`; held-out by default), preprocessed for `info`."""
+def load_digits_set(preprocessing: Preprocessing, path: Path = DIGITS_FILE, limit: int | None = None) -> LabeledSet:
+    """Shipped digits (`images` uint8 (N, 8, 8), `labels`; held-out by default), preprocessed for a model."""
     try:
         with np.load(path) as data:
             pixels, labels = data["images"], data["labels"].astype(np.int64)
     except (OSError, KeyError, ValueError) as exc:
         raise DeployError(f"cannot read the digits set {path}: {exc}") from None
     pixels, labels = pixels[:limit], labels[:limit]
-    transform = preprocess_for(info)
+    transform = preprocess_for(preprocessing)
     images = np.stack([transform(digits_image(p)) for p in pixels])
     return LabeledSet("digits", images, labels, [str(i) for i in range(10)], str(path))
 
@@ -90,14 +90,14 @@ def class_folders(folder: Path) -> tuple[list[str], dict[str, int]]:
     return classes, {name: index[name] for name in subfolders}
 
 
-def load_image_folder(folder: Path, info: ModelInfo, limit: int | None = None) -> LabeledSet:
+def load_image_folder(folder: Path, preprocessing: Preprocessing, limit: int | None = None) -> LabeledSet:
     """Labelled images from class subfolders; with `limit`, a class-balanced subset (round robin)."""
     classes, index = class_folders(folder)
     per_class = [images_in(Path(folder) / name) for name in index]
     picked = _round_robin(list(zip(index.values(), per_class, strict=True)), limit)
     if not picked:
         raise no_images_error(folder)
-    images = read_images([path for path, _ in picked], info)
+    images = read_images([path for path, _ in picked], preprocessing)
     labels = np.array([label for _, label in picked], dtype=np.int64)
     return LabeledSet(Path(folder).name, images, labels, classes, str(folder))
 
@@ -113,8 +113,9 @@ def _round_robin(groups: list[tuple[int, list[Path]]], limit: int | None) -> lis
     return picked[:limit] if limit else picked
 
 
-def load_dataset(spec: str, info: ModelInfo, limit: int | None = None, split: Split = "test") -> LabeledSet:
-    """`digits` (shipped) or a class-subfolder image folder, preprocessed for the model `info`.
+def load_dataset(spec: str, preprocessing: Preprocessing, limit: int | None = None, split: Split = "test",
+                 num_classes: int | None = None) -> LabeledSet:
+    """`digits` (shipped) or a class-subfolder image folder, preprocessed for a model of `num_classes` outputs.
 
     `split` picks a shipped set's held-out images ("test", to measure on) or its training images
     ("train", to calibrate on: never measure on these, the references were fitted to them). A folder is
@@ -123,11 +124,10 @@ def load_dataset(spec: str, info: ModelInfo, limit: int | None = None, split: Sp
     if split not in SPLITS:
         raise DeployError(f"unknown dataset split {split!r} (expected one of {', '.join(SPLITS)})")
     if spec in SHIPPED:
-        dataset = load_digits_set(info, (SHIPPED if split == "test" else SHIPPED_TRAIN)[spec], limit)
+        dataset = load_digits_set(preprocessing, (SHIPPED if split == "test" else SHIPPED_TRAIN)[spec], limit)
     else:
-        dataset = load_image_folder(Path(spec), info, limit)
-    num_classes = int(info.config.get("num_classes", 1000))
-    if len(dataset.classes) > num_classes:
-        raise DeployError(f"dataset {spec!r} has {len(dataset.classes)} classes but {info.name} predicts "
+        dataset = load_image_folder(Path(spec), preprocessing, limit)
+    if num_classes is not None and len(dataset.classes) > num_classes:
+        raise DeployError(f"dataset {spec!r} has {len(dataset.classes)} classes but the model predicts "
                           f"{num_classes}: it is not a dataset for this model")
     return dataset

@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
-from .nodes import NodeInfo
+from ..export.node_map import NodeInfo
 
 # part -> (area, what it holds); the order is the report's.
 PARTS: dict[str, tuple[str, str]] = {
