@@ -134,7 +134,7 @@ def test_with_on_fallback_warn_the_engine_runs_and_records_what_it_ran_on(tmp_pa
             backend.load(tmp_path, result.files[0], options) as runner:
         _check_infers(runner)
         assert runner.providers is not None and runner.providers.active == ("CPUExecutionProvider",)
-    assert [r.getMessage() for r in caplog.records] == [details["fallback"]]
+    assert [r.getMessage() for r in caplog.records if r.name == "runtimes.ort_backend"] == [details["fallback"]]
 
 
 @needs_lacking
@@ -160,6 +160,29 @@ def test_export_refuses_a_provider_that_falls_back_in_one_line(tmp_path, capsys)
     assert err[0].startswith(f"error: onnxruntime: asked for {PROVIDERS[LACKING]}, but the session falls back to "
                              "CPUExecutionProvider")
     assert not (tmp_path / "hvt_digits" / "onnxruntime-fp32").exists()
+
+
+@pytest.mark.slow  # exports hvt_digits through the whole stage (about 10 s here)
+@needs_lacking
+def test_an_exported_fallback_is_recorded_and_its_providers_come_back_at_load(tmp_path, capsys, caplog):
+    from deploy.export import load_artifact
+
+    asked = PROVIDERS[LACKING]
+    assert main(["export", "hvt_digits", "--target", "onnxruntime", "--option", f"providers={LACKING},cpu",
+                 "--option", "on_fallback=warn", "--batch", "1", "--out", str(tmp_path)]) == 0
+    assert "PASS" in capsys.readouterr().out
+    folder = tmp_path / "hvt_digits" / "onnxruntime-fp32"
+    runner, manifest = load_artifact(folder)
+    assert manifest.engine.details["providers"] == ["CPUExecutionProvider"]
+    assert manifest.engine.details["requested_providers"] == [asked, "CPUExecutionProvider"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="runtimes.ort_backend"), runner:
+        assert runner.providers is not None and runner.providers.requested == (asked, "CPUExecutionProvider")
+    warned = [r.getMessage() for r in caplog.records if r.name == "runtimes.ort_backend"]
+    assert warned == [manifest.engine.details["fallback"]]
+    runner, _ = load_artifact(folder, options={"on_fallback": "error"})  # `--option` on bench, profile, predict
+    with pytest.raises(EngineLoadError, match=f"asked for {asked}, but the session falls back"):
+        runner.activate()
 
 
 # ---------------------------------------------------------------- the other providers, where installed
