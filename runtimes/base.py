@@ -44,6 +44,7 @@ class Availability:
     devices: tuple[str, ...] = ()
     can_build: bool = False
     can_run: bool = False
+    providers: tuple[str, ...] = ()  # the execution providers this runtime has here (ONNX Runtime's)
 
 
 @dataclass(frozen=True)

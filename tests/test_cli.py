@@ -117,3 +117,12 @@ def test_bench_marks_missing_runtime_unavailable(tmp_path, monkeypatch):
     row = json.loads(results.read_text())["results"][0]
     assert row["status"] == "unavailable" and "not installed" in row["error"]
     assert row["latency_ms"] is None
+
+
+def test_export_target_help_names_every_target():
+    from deploy.cli.parser import build_parser
+    from runtimes import target_names
+
+    export = build_parser()._subparsers._group_actions[0].choices["export"]  # type: ignore[union-attr]
+    target = next(a for a in export._actions if "--target" in a.option_strings)
+    assert [name for name in target_names() if name not in target.help] == []

@@ -27,7 +27,7 @@ from deploy.passes.quantize import Calibration
 from models.complexity import count_macs, macs_by_module, module_classes
 from runtimes import NodeTime, RuntimeProfile, SourceNode
 from runtimes.profiling import fill_from_neighbours, trace_sources
-from runtimes.tensorrt_backend import layer_sources
+from runtimes.tensorrt.runner import layer_sources
 
 # ---------------------------------------------------------------- small models of the three hierarchical families
 
