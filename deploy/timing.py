@@ -133,6 +133,28 @@ class RoundsResult:
     samples: dict[str, list[float]]  # every timed run of each label
     medians: dict[str, list[float]]  # each label's median per round
 
+    def latency(self, label: str) -> CandidateLatency:
+        stats = LatencyStats.of(self.samples[label])
+        return CandidateLatency(stats.p50, stats.p90, stats.p95, stats.p99, stats.mean, stats.std, stats.min,
+                                stats.max, score=min(self.medians[label]), round_medians=self.medians[label])
+
+
+@dataclass
+class CandidateLatency:
+    """One of several engines timed in interleaved rounds: its latency over every round (ms), its score (the best
+    round's median: a round hit by contention does not decide) and each round's median. Manifests record it."""
+
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    mean: float
+    std: float
+    min: float
+    max: float
+    score: float
+    round_medians: list[float]
+
 
 def interleaved_rounds(runners: Mapping[str, Inferable], feeds: Sequence[Feed], settings: TimingSettings,
                        rounds: int, warm_once: bool = False) -> RoundsResult:

@@ -11,7 +11,17 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Availability, Backend, BuildOptions, BuildResult, ModelSource, Runner, TensorSpec
+from .base import (
+    AccuracyTarget,
+    Availability,
+    Backend,
+    BuildOptions,
+    BuildResult,
+    FloatLayers,
+    ModelSource,
+    Runner,
+    TensorSpec,
+)
 from .errors import EngineLoadError, InputMismatchError, RuntimeAdapterError, RuntimeUnavailableError
 from .options import RuntimeOptions
 from .profiling import NodeTime, ProfileRequest, ProfilingUnavailableError, RuntimeProfile, SourceNode
@@ -28,11 +38,13 @@ BACKENDS: dict[str, str] = {
 
 __all__ = [
     "BACKENDS",
+    "AccuracyTarget",
     "Availability",
     "Backend",
     "BuildOptions",
     "BuildResult",
     "EngineLoadError",
+    "FloatLayers",
     "InputMismatchError",
     "ModelSource",
     "NodeTime",

@@ -80,6 +80,27 @@ class TensorSpec:
         return "(" + ", ".join(str(d) if isinstance(d, int) else (d or "?") for d in self.shape) + ")"
 
 
+@dataclass(frozen=True)
+class FloatLayers:
+    """Layers an int8 build leaves in float: as PyTorch module paths (`blocks.1.attn.qkv`, for a runtime that
+    quantizes the module: ExecuTorch) and as the ONNX nodes they became (for one that quantizes the graph
+    converted from ONNX: OpenVINO)."""
+
+    modules: tuple[str, ...] = ()
+    onnx_nodes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AccuracyTarget:
+    """Labelled images and the largest top-1 drop an accuracy-aware quantizer may accept (OpenVINO's
+    `nncf.quantize_with_accuracy_control`; the other adapters have none and ignore it). `labels` are the true
+    classes for a top-1 drop goal, or PyTorch fp32's top-1 for an agreement goal."""
+
+    images: np.ndarray  # (N, C, H, W), preprocessed
+    labels: np.ndarray  # (N,)
+    max_drop: float
+
+
 @dataclass
 class BuildOptions:
     precision: str = "fp32"
@@ -89,6 +110,8 @@ class BuildOptions:
     # Calibration inputs for int8, as a list of feed dicts.
     calibration: list[dict[str, np.ndarray]] | None = None
     runtime: RuntimeOptions | None = None  # the adapter's own settings (its `options_type`); None: its defaults
+    keep_float: FloatLayers | None = None  # int8: layers left in float (`--precision auto`'s mixed precision)
+    accuracy_target: AccuracyTarget | None = None  # int8: let the runtime's quantizer restore accuracy itself
 
 
 @dataclass

@@ -241,8 +241,8 @@ class ExecuTorchBackend(Backend):
         if settings.etrecord and len(plan.methods) > 1:
             raise RuntimeAdapterError("etrecord needs a program with one method (ExecuTorch 1.5's Inspector cannot "
                                       "read a multi-method ETRecord); use batch_shapes=auto or one --batch")
-        job = LoweringJob(source.module, source.input_specs, options.precision, plan.methods,
-                                   plan.dynamic, options.calibration)
+        job = LoweringJob(source.module, source.input_specs, options.precision, plan.methods, plan.dynamic,
+                          options.calibration, options.keep_float.modules if options.keep_float else ())
         lowered = lower(job, settings.delegate, settings.etrecord)
         out = Path(out_dir)
         (out / ENGINE_FILE).write_bytes(lowered.program)

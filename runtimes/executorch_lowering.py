@@ -223,6 +223,7 @@ class LoweringJob:
     methods: dict[str, int]  # method name -> its batch (the largest one, for a dynamic batch)
     dynamic: bool
     calibration: list[dict[str, np.ndarray]] | None = None
+    keep_float: tuple[str, ...] = ()  # int8: module paths the quantizer leaves in float
 
 
 @dataclass(frozen=True)
@@ -338,11 +339,27 @@ def quantize_int8(job: LoweringJob):
     calibration = LoweringJob(job.module, job.input_specs, "fp32", {}, dynamic=True)
     observed, _ = _exported(job.module, calibration, max(2, CALIBRATION_BATCH))
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    if job.keep_float:
+        quantizer.set_filter_function(_outside(job.keep_float))
     prepared = prepare_pt2e(observed.module(), quantizer)
     with torch.no_grad():
         for chunk in samples.split(CALIBRATION_BATCH):
             prepared(chunk)
-    details = {"compute": "int8 (XNNPACK), fp32 where not quantized",
-               "quantization": {"method": "PT2E static, XNNPACKQuantizer symmetric int8, per-channel weights",
-                                "calibration_samples": len(samples), "torchao": torchao_version}}
+    quantization: dict[str, Any] = {"method": "PT2E static, XNNPACKQuantizer symmetric int8, per-channel weights",
+                                    "calibration_samples": len(samples), "torchao": torchao_version}
+    if job.keep_float:
+        quantization["float_modules"] = list(job.keep_float)
+    details = {"compute": "int8 (XNNPACK), fp32 where not quantized", "quantization": quantization}
     return convert_pt2e(prepared), details
+
+
+def _outside(modules: tuple[str, ...]) -> Callable[[Any], bool]:
+    """The quantizer's filter: a node is quantized unless its innermost module is one of `modules` (the
+    exported graph's `nn_module_stack` names modules by the same paths as the ONNX exporter's scopes)."""
+    excluded = set(modules)
+
+    def quantize(node) -> bool:
+        stack = list((node.meta.get("nn_module_stack") or {}).values())
+        return not stack or stack[-1][0] not in excluded
+
+    return quantize

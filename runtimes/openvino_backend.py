@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,7 +120,13 @@ def _capabilities(core, device: str) -> list[str]:
 
 
 def _quantize(model, options: BuildOptions):
-    """NNCF post-training quantization on the calibration feeds; returns (model, details)."""
+    """NNCF post-training quantization on the calibration feeds; returns (model, details).
+
+    `options.keep_float` leaves layers in float (NNCF's ignored scope, by the ONNX node names the IR keeps: a
+    Conv with a bias becomes `<name>/WithoutBiases` plus an Add); `options.accuracy_target` runs NNCF's own
+    `quantize_with_accuracy_control`, which returns quantized layers to float, the most harmful first, until
+    the top-1 drop on the target's images is within its `max_drop`.
+    """
     if not options.calibration:
         raise RuntimeAdapterError(
             "openvino int8 needs calibration data (BuildOptions.calibration: a list of feed dicts, "
@@ -143,12 +151,36 @@ def _quantize(model, options: BuildOptions):
     if not settings.smooth_quant:  # alpha -1 switches SmoothQuant off
         advanced["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(matmul=-1)
     kwargs["advanced_parameters"] = AdvancedQuantizationParameters(**advanced)
+    floating = options.keep_float.onnx_nodes if options.keep_float else ()
+    if floating:
+        kwargs["ignored_scope"] = nncf.IgnoredScope(
+            patterns=[re.escape(name) + "(/WithoutBiases)?" for name in floating], validate=False)
     samples = list(options.calibration)
+    details: dict[str, Any] = {"calibration_samples": len(samples), "nncf": nncf.__version__,
+                               "nncf_model_type": settings.nncf_model_type, "smooth_quant": settings.smooth_quant,
+                               "overflow_fix": overflow_fix}
+    if floating:
+        details["float_nodes"] = list(floating)
     with _quiet_nncf():
-        quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples), **kwargs)
-    return quantized, {"calibration_samples": len(samples), "nncf": nncf.__version__,
-                       "nncf_model_type": settings.nncf_model_type, "smooth_quant": settings.smooth_quant,
-                       "overflow_fix": overflow_fix}
+        if options.accuracy_target is None:
+            return nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples), **kwargs), details
+        target = options.accuracy_target
+        name = next(iter(samples[0]))
+        items = [(image[None], int(label)) for image, label in zip(target.images, target.labels, strict=True)]
+        kwargs["advanced_quantization_parameters"] = kwargs.pop("advanced_parameters")
+        quantized = nncf.quantize_with_accuracy_control(
+            model, nncf.Dataset(samples), nncf.Dataset(items, lambda item: {name: item[0]}), _top1,
+            max_drop=target.max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(samples), **kwargs)
+    details["accuracy_control"] = {"max_drop": target.max_drop, "images": len(items),
+                                   "metric": "top-1 on the given labels (absolute drop)"}
+    return quantized, details
+
+
+def _top1(compiled, items) -> tuple[float, list[float]]:
+    """NNCF's validation function: top-1 over the items, and each item's 1 or 0 (its per-item metric mode)."""
+    output = compiled.outputs[0]
+    hits = [float(int(compiled(image)[output].argmax(-1)[0]) == label) for image, label in items]
+    return (sum(hits) / len(hits) if hits else 0.0), hits
 
 
 def resolve_overflow_fix(setting: str, cpu_flags: str | None = None) -> str:
@@ -168,6 +200,13 @@ def resolve_overflow_fix(setting: str, cpu_flags: str | None = None) -> str:
 
 @contextlib.contextmanager
 def _quiet_nncf() -> Iterator[None]:
-    """NNCF draws a progress bar per algorithm on the terminal: keep the CLI's output to what was asked."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        yield
+    """NNCF draws a progress bar per algorithm on the terminal, and its accuracy control logs each validation:
+    keep the CLI's output to what was asked."""
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)

@@ -10,8 +10,8 @@ import pytest
 from onnx import numpy_helper
 
 from deploy.cli import main
-from deploy.diagnose.precision import compare_graphs, sqnr_db
 from deploy.diagnose.run import DebugRequest, build_graphs
+from deploy.export.layer_error import compare_graphs, sqnr_db
 from deploy.passes import scopes
 
 

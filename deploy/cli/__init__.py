@@ -51,6 +51,7 @@ def _notes_to_stderr() -> None:
         handler.setFormatter(logging.Formatter("note: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+        logger.propagate = False  # a library's basicConfig (onnxruntime's quantizer) would print each note twice
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .options import option_values, runtime_options
+from .options import accuracy_goal, chosen_precision, option_values, runtime_options
 
 if TYPE_CHECKING:
+    from deploy.export.manifest import RealDataRecord
+    from deploy.export.precision_auto.record import PrecisionAutoRecord
     from models import ModelRequest
 
 EXIT_FAILED = 1
@@ -65,19 +67,26 @@ def model_request(args: argparse.Namespace, model: str | None = None) -> ModelRe
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from deploy.errors import DeployError
     from deploy.export import ExportRequest, export
 
+    precision, goal = chosen_precision(args), accuracy_goal(args)
+    if precision != "auto" and args.auto_budget is not None:
+        raise DeployError("--auto-budget caps the builds of --precision auto; add --precision auto or drop it")
+    auto = {"auto_budget": args.auto_budget} if args.auto_budget is not None else {}
     request = ExportRequest(
-        model=model_request(args), target=args.target, precision=args.precision, out=Path(args.out),
+        model=model_request(args), target=args.target, precision=precision, out=Path(args.out),
         passes=args.passes, opset=args.opset, batch=tuple(args.batch or (1, 4)), threads=args.threads,
         device=args.device, seed=args.seed, calib_dir=Path(args.calib_dir) if args.calib_dir else None,
         calib_samples=args.calib_samples, calib_method=args.calib_method, gate=args.gate,
-        runtime_options=runtime_options(args.target, args.option),
+        runtime_options=runtime_options(args.target, args.option), goal=goal, dataset=args.dataset, **auto,
     )
     result = export(request)
     manifest = result.manifest
     parity = manifest.parity
     print(f"artifact: {result.artifact_dir} ({manifest.status})")
+    if manifest.precision_auto is not None:
+        print(format_auto(manifest.precision_auto))
     model = manifest.model
     if model.base and model.overrides:
         print(f"model: {model.base} with " + ", ".join(f"{k} {v}" for k, v in model.overrides.items()))
@@ -101,12 +110,37 @@ def cmd_export(args: argparse.Namespace) -> int:
         real = parity.real_data
         print(f"real data: {real.images} {real.dataset} images, top-1 {100 * real.top1:.2f}% (PyTorch "
               f"{100 * real.reference_top1:.2f}%), agreement {100 * real.agreement:.2f}% "
-              f"(gate >= {100 * real.min_agreement:.0f}%)")
+              f"(gate: {_gate_text(real)})")
     if parity.note:
         print(f"note: {parity.note}")
     if manifest.weights.source == "random-init":
         print("weights: random init (pass --weights for a checkpoint)")
     return result.exit_code
+
+
+def _gate_text(real: RealDataRecord) -> str:
+    if real.max_drop is not None:
+        return f"top-1 at most {100 * real.max_drop:.4g}% below PyTorch's"
+    return f"agreement >= {100 * (real.min_agreement or 0):.4g}%"
+
+
+def format_auto(record: PrecisionAutoRecord) -> str:
+    """`--precision auto`'s choice, its goal, and every candidate as a table with the Pareto front marked."""
+    from deploy.export.precision_auto.record import format_table
+
+    chosen = record.chosen()
+    lines = [f"precision auto: published {record.winner} ({record.precision}): {record.reason}",
+             f"goal: {record.goal}" + ("" if record.accuracy_measured else
+                                       "; accuracy was NOT measured (give --dataset for labelled images)"),
+             f"candidates ({record.builds} built of --auto-budget {record.budget}, {record.seconds:.0f} s):",
+             format_table(record)]
+    if chosen.float_layers:
+        lines.append("layers kept in float: " + ", ".join(chosen.float_layers))
+    if record.ranking:
+        lines.append("noisiest int8 layers: " + ", ".join(f"{layer.module} ({layer.sqnr_db:.1f} dB)"
+                                                          for layer in record.ranking[:5]))
+    lines += [f"note: {note}" for note in record.notes]
+    return "\n".join(lines)
 
 
 def cmd_debug_precision(args: argparse.Namespace) -> int:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from deploy.export.goal import AccuracyGoal
     from runtimes import RuntimeOptions
 
 
@@ -42,3 +44,28 @@ def runtime_options(target: str, items: list[str] | None) -> RuntimeOptions | No
 
     values = option_values(items, [target])[target]
     return get_backend(target).parse_options(values) if values else None
+
+
+def chosen_precision(args: argparse.Namespace) -> str | None:
+    """The precision the command line asks for; two precision flags that disagree are one error line."""
+    from deploy.errors import DeployError
+
+    given = getattr(args, "precision_flags", None) or []
+    values = list(dict.fromkeys(value for _, value in given))
+    if len(values) > 1:
+        flags = " and ".join(flag if flag != "--precision" else f"--precision {value}" for flag, value in given)
+        if any("auto" in value.split(",") for value in values):
+            raise DeployError(f"{flags}: --precision auto searches the precisions itself, so it takes no other "
+                              "precision flag; give one of them (bench times several with --precision fp32,int8,auto)")
+        raise DeployError(f"{flags} ask for two precisions: give one (bench times several with --precision "
+                          "fp16,int8)")
+    return args.precision
+
+
+def accuracy_goal(args: argparse.Namespace) -> AccuracyGoal | None:
+    """`--max-drop` / `--min-agreement` as the stage's goal (None: neither given); a bad value is one line."""
+    if args.max_drop is None and args.min_agreement is None:
+        return None
+    from deploy.export.goal import AccuracyGoal
+
+    return AccuracyGoal.of(args.max_drop, args.min_agreement)

@@ -6,16 +6,51 @@ import argparse
 
 DESCRIPTION = "Export, rewrite, build and measure vision transformers on edge runtimes."
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+AUTO = "auto"
+AUTO_BUDGET = 12  # deploy.export.request.AUTO_BUDGET: the parser imports no stage
 METRICS = ("p50", "p90", "p95", "p99", "mean", "min")
 
 
-def _precision_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--precision", choices=PRECISIONS,
-                       help="engine precision (default: the target's default)")
+class _Precision(argparse.Action):
+    """`--precision P` or `--fp16`: records every precision flag given, so that two that disagree (`--precision
+    auto --int8`) are one `error:` line from the command (`options.chosen_precision`), not argparse's usage."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        value = self.const if self.const is not None else values
+        namespace.precision_flags = [*(getattr(namespace, "precision_flags", None) or []), (option_string, value)]
+        namespace.precision = value
+
+
+def _precisions(several: bool):
+    def parse(text: str) -> str:
+        items = [item.strip() for item in text.split(",")]
+        bad = [item for item in items if item not in (*PRECISIONS, AUTO)]
+        if bad:
+            raise argparse.ArgumentTypeError(f"invalid precision {', '.join(map(repr, bad))} (choose from "
+                                             f"{', '.join((*PRECISIONS, AUTO))})")
+        if len(items) > 1 and not several:
+            raise argparse.ArgumentTypeError("export builds one precision (bench takes a list)")
+        return ",".join(dict.fromkeys(items))
+
+    return parse
+
+
+def _precision_args(parser: argparse.ArgumentParser, several: bool = False) -> None:
+    listed = " (a comma list times several: fp32,int8,auto)" if several else ""
+    parser.add_argument("--precision", action=_Precision, type=_precisions(several), metavar="PRECISION",
+                        help=f"{' | '.join(PRECISIONS)} | auto: the fastest engine meeting --max-drop or "
+                             f"--min-agreement on this device (default: the target's default){listed}")
     for name in PRECISIONS:
-        group.add_argument(f"--{name}", dest="precision", action="store_const", const=name,
-                           help=f"same as --precision {name}")
+        parser.add_argument(f"--{name}", dest="precision", action=_Precision, nargs=0, const=name,
+                            help=f"same as --precision {name}")
+    group = parser.add_argument_group("--precision auto")  # the goal's two forms exclude each other (AccuracyGoal)
+    group.add_argument("--max-drop", metavar="SHARE",
+                       help="the goal: top-1 at most this far below PyTorch fp32's on the labelled images (1%%, 0.01)")
+    group.add_argument("--min-agreement", metavar="SHARE",
+                       help="or: top-1 equal to PyTorch fp32's on at least this share of them (default 99%%)")
+    group.add_argument("--auto-budget", type=int, metavar="N",
+                       help=f"engines --precision auto may build per target (default {AUTO_BUDGET})")
 
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +85,7 @@ def _bench_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profiles", action="append", metavar="DIR", help="folder of user profiles (repeatable)")
     p.add_argument("--target", action="append", help="repeatable (default: the profile's, else torch and onnxruntime)")
     p.add_argument("--batch", type=int, action="append", help="repeatable (default: the profile's, else 1)")
-    _precision_args(p)
+    _precision_args(p, several=True)
     p.add_argument("--weights", help="checkpoint, when benchmarking one model")
     p.add_argument("--passes", help="default | none | auto | a,b | +a,-b (as for export; default: default)")
     p.add_argument("--runs", type=int, help="timed runs per cell (default: the profile's, else 50)")
@@ -128,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="runtime threads")
     p.add_argument("--device", help="runtime device (e.g. OpenVINO CPU/GPU)")
     _option_arg(p, "recorded in the manifest, restored on load")
+    p.add_argument("--dataset", help="--precision auto's labelled images: 'digits' (shipped, for the *_digits "
+                   "references) or an image folder with one subfolder per class (default: the model's shipped set; "
+                   "without one, the parity tolerances on seeded inputs)")
     p.add_argument("--calib-dir", help="images for int8 calibration (class subfolders allowed)")
     p.add_argument("--calib-samples", type=int, default=64, help="int8 calibration samples (default 64)")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],

@@ -22,11 +22,11 @@ from ..data.images import seeded_batch
 from ..errors import DeployError
 from ..export import onnx_export
 from ..export.calibration import calibration_feeds
+from ..export.layer_error import JUMP_DB, PrecisionReport, compare_graphs
 from ..export.request import ExportRequest
 from ..export.targets import get_target, resolve_passes
 from ..passes import run_passes
 from ..passes.quantize import Calibration
-from .precision import JUMP_DB, PrecisionReport, compare_graphs
 
 
 @dataclass(frozen=True)

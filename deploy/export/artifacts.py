@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtimes import BuildResult
+
 from ..errors import DeployError, IntegrityError
 from .manifest import Manifest, parse_manifest
 
@@ -135,6 +137,17 @@ def _locked(folder: Path) -> Iterator[None]:
         yield
     finally:
         os.close(descriptor)  # closing releases the lock
+
+
+def copy_engine(source: Path, stage: Path, build: BuildResult) -> BuildResult:
+    """An engine built elsewhere (one `--precision auto` measured) copied into the staging folder, as built."""
+    for name in build.files:
+        origin = Path(source) / name
+        if origin.is_dir():
+            shutil.copytree(origin, Path(stage) / name)
+        else:
+            shutil.copy2(origin, Path(stage) / name)
+    return build
 
 
 def file_sha256(path: Path) -> str:

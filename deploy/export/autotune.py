@@ -23,7 +23,7 @@ import contextlib
 import hashlib
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +36,8 @@ from runtimes.base import first_line
 from ..data.images import seeded_batch
 from ..errors import DeployError
 from ..passes import run_passes
-from ..timing import MAX_SECONDS, LatencyStats, TimingSettings, input_feeds, interleaved_rounds
-from .manifest import AutotuneRecord, CandidateLatency, CandidateParity, CandidateRecord
+from ..timing import MAX_SECONDS, TimingSettings, input_feeds, interleaved_rounds
+from .manifest import AutotuneRecord, CandidateParity, CandidateRecord
 from .parity import TOLERANCES, compare
 from .targets import TargetSpec, resolve_passes
 
@@ -172,9 +172,7 @@ def _time_candidates(runners: dict[str, Runner], records: list[CandidateRecord],
     timed = interleaved_rounds(runners, feeds, timing, settings.rounds, warm_once=True)
     for record in records:
         if record.label in runners:
-            record.latency_ms = CandidateLatency(**asdict(LatencyStats.of(timed.samples[record.label])),
-                                                 score=min(timed.medians[record.label]),
-                                                 round_medians=timed.medians[record.label])
+            record.latency_ms = timed.latency(record.label)
 
 
 def _score(record: CandidateRecord) -> float:

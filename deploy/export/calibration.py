@@ -30,13 +30,14 @@ def calibration_feeds(request: ExportRequest, card: ModelCard, precision: str) -
     return [{onnx_export.INPUT_NAME: image[None]} for image in images]
 
 
-def calibration_note(request: ExportRequest, card: ModelCard, count: int, onnx_graph: bool = True) -> dict[str, Any]:
-    """The manifest's record of where the int8 ranges came from. `--calib-method` is recorded only for the
-    ONNX Q/DQ pass that applies it; an engine built from PyTorch (ExecuTorch's PT2E) calibrates with its own
-    quantizer's observers."""
+def calibration_note(request: ExportRequest, card: ModelCard, count: int, onnx_graph: bool = True,
+                     method: str | None = None) -> dict[str, Any]:
+    """The manifest's record of where the int8 ranges came from. The calibration method (`method`, else
+    `--calib-method`) is recorded only for the ONNX Q/DQ pass that applies it; an engine built from PyTorch
+    (ExecuTorch's PT2E) calibrates with its own quantizer's observers."""
     base: dict[str, Any] = {"samples": count}
     if onnx_graph:
-        base["method"] = request.calib_method
+        base["method"] = method or request.calib_method
     if request.calib_dir:
         return {"source": str(request.calib_dir), **base}
     if card.reference_dataset:

@@ -54,8 +54,7 @@ def _judged(record: ParityRecord, job: EngineJob) -> ParityRecord:
                 else f"{real.images} {real.dataset} images")
         reason = record.reason
         if not real.passed:
-            miss = (f"top-1 agreement {real.agreement:.3f} with PyTorch on the {real.dataset} images "
-                    f"< {real.min_agreement}")
+            miss = f"{job.goal.miss(real.top1, real.reference_top1, real.agreement)} on the {real.dataset} images"
             reason = "; ".join(filter(None, [reason, miss]))
         record = replace(record, gate=gate, passed=bool(seeded) and real.passed, reason=reason)
     elif seeded_gate:

@@ -51,7 +51,9 @@ def prepare_onnx(job: EngineJob, key: GraphKey, passes: str | None, autotune: Au
 def _cache_key(pass_names: list[str] | tuple[str, ...], job: EngineJob) -> tuple[str, ...]:
     """The pass list, and for a calibrated graph how it was calibrated (it depends on that too)."""
     if job.calibration is not None and any(get_pass(name).calibrated for name in pass_names):
-        return (*pass_names, f"calibrated:{job.calibration.method}:{len(job.calibration.feeds)}")
+        calibration = job.calibration
+        return (*pass_names, f"calibrated:{calibration.method}:{len(calibration.feeds)}",
+                *(f"float:{module}" for module in calibration.keep_float))
     return tuple(pass_names)
 
 

@@ -142,6 +142,17 @@ def check_counts(request: ExportRequest) -> None:
             raise DeployError(f"{flag} must be at least 1, not {value}")
 
 
+def check_auto(request: ExportRequest, auto: bool) -> None:
+    """`--precision auto`'s settings: a budget of at least one build; and none of them without auto."""
+    if auto and request.auto_budget < 1:
+        raise DeployError(f"--auto-budget {request.auto_budget}: --precision auto needs at least 1 build (fp32)")
+    given = [flag for flag, value in (("--max-drop/--min-agreement", request.goal), ("--dataset", request.dataset))
+             if value is not None]
+    if given and not auto:
+        raise DeployError(f"{' and '.join(given)} set the goal of --precision auto; add --precision auto, or drop "
+                          "them (a fixed precision's real-data gate is its model's shipped set)")
+
+
 def check_passes(spec: TargetSpec, passes: str | None, precision: str) -> None:
     """Unknown pass names fail before the model is built and exported, not minutes later."""
     if spec.opset is None or passes in (None, "", "default", "none", "auto"):

@@ -22,6 +22,8 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from ..errors import DeployError
 from ..passes.record import PassRecord
+from ..timing import CandidateLatency
+from .precision_auto.record import PrecisionAutoRecord
 
 if TYPE_CHECKING:
     from models import LoadedModel
@@ -83,22 +85,6 @@ class CandidateParity:
     max_abs_rel: float
     cosine: float
     passed: bool
-
-
-@dataclass
-class CandidateLatency:
-    """A candidate's latency over every interleaved round (ms), its score (best round's median) and the medians."""
-
-    p50: float
-    p90: float
-    p95: float
-    p99: float
-    mean: float
-    std: float
-    min: float
-    max: float
-    score: float
-    round_medians: list[float]
 
 
 @dataclass
@@ -167,10 +153,11 @@ class RealDataRecord:
     dataset: str
     images: int
     agreement: float
-    min_agreement: float
+    min_agreement: float | None  # the goal: this agreement at least, or (`max_drop`) top-1 at most this far below
     top1: float
     reference_top1: float
     passed: bool
+    max_drop: Annotated[float | None, OMITTED_IF_NONE] = None
 
 
 @dataclass
@@ -211,6 +198,7 @@ class Manifest:
     calibration: Annotated[dict[str, Any] | None, OMITTED_IF_NONE] = None
     # The other files a profile reads (the module MAC table), by name, with their sha256.
     files: dict[str, str] = field(default_factory=dict)
+    precision_auto: Annotated[PrecisionAutoRecord | None, OMITTED_IF_NONE] = None  # every candidate, and the choice
 
     def to_json(self) -> dict[str, Any]:
         return _MANIFEST.dump_python(self, mode="python")

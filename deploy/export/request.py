@@ -11,6 +11,11 @@ import numpy as np
 
 from models import LoadedModel, ModelRequest
 
+from .goal import DEFAULT_GOAL, AccuracyGoal
+
+AUTO = "auto"  # --precision auto: the fastest candidate that meets the goal (deploy.export.precision_auto)
+AUTO_BUDGET = 12  # --auto-budget: builds --precision auto may make
+
 if TYPE_CHECKING:
     from runtimes import Backend, BuildOptions, ModelSource, RuntimeOptions
 
@@ -41,6 +46,12 @@ class ExportRequest:
     calib_method: str = "minmax"  # int8 Q/DQ ranges: minmax, entropy or percentile
     gate: bool = True  # False: keep an engine that fails parity (still recorded as failed)
     runtime_options: RuntimeOptions | None = None  # the target adapter's typed settings (`--option KEY=VALUE`)
+    # --precision auto: the accuracy goal (None: the default, top-1 agreement >= 99%), the labelled images it is
+    # measured on (None: the model's shipped set, if any), and how many engines it may build.
+    goal: AccuracyGoal | None = None
+    dataset: str | None = None
+    dataset_limit: int | None = None
+    auto_budget: int = AUTO_BUDGET
 
     @property
     def model_request(self) -> ModelRequest:
@@ -77,6 +88,7 @@ class EngineJob:
     calibration: Calibration | None = None  # int8: the samples and method the Q/DQ pass calibrates with
     labelled: LabeledSet | None = None  # the model's held-out labelled images: low precision is gated on them
     model_name: str = "MODEL"  # for the hints an engine that fails parity prints
+    goal: AccuracyGoal = DEFAULT_GOAL  # what low precision must keep on `labelled`
 
     @property
     def input_size(self) -> tuple[int, ...]:

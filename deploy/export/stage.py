@@ -2,8 +2,11 @@
 
 It reads top to bottom as the pipeline, each step a function taking the previous step's immutable result:
 
-    choose_target -> load the model -> plan_export -> engine_job -> prepare_graph -> build_engine
-    -> verify_engine -> decide -> describe -> publish
+    choose_target -> load the model -> plan_export -> engine_job -> choose_precision -> prepare_graph
+    -> build_engine -> verify_engine -> decide -> describe -> publish
+
+`choose_precision` is the request's precision, or for `--precision auto` the candidate `precision_auto` measured
+fastest among those meeting the goal (its engine is adopted, not built again).
 
 Everything a later run needs is in the artifact folder; `manifest.json` says what is in it and how it was made.
 The folder is assembled in a staging folder and only renamed into place when complete. A request is checked
@@ -23,18 +26,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import runtimes
-from models import LoadedModel, ModelRequest, load_model
+from models import LoadedModel, ModelCard, ModelRequest, load_model
 from models.fuse import FUSED_COUNT_ATTR, folded
 from runtimes import Availability, Backend, BuildOptions, BuildResult, ModelSource, Runner, TensorSpec
 
-from ..data.datasets import load_dataset
+from ..data.datasets import LabeledSet, load_dataset
 from ..errors import DeployError, ParityError
 from ..fileio import ensure_writable
 from ..passes.quantize import Calibration
 from . import artifacts, limits, onnx_export
-from .accuracy import torch_reference
+from .accuracy import predict, torch_reference
+from .autotune import AutotuneSettings
 from .calibration import calibration_feeds, calibration_note
 from .gate import Verdict, decide
+from .goal import DEFAULT_GOAL, AccuracyGoal
 from .graph import prepare_onnx
 from .manifest import (
     MANIFEST_SCHEMA,
@@ -51,7 +56,10 @@ from .manifest import (
 from .node_map import MODULE_MACS, write_module_macs, write_node_map
 from .onnx_cache import GraphKey, OnnxCache
 from .parity import LOW_PRECISIONS
-from .request import EngineJob, ExportRequest, ExportResult
+from .precision_auto.record import PrecisionAutoRecord
+from .precision_auto.search import search_precision
+from .precision_auto.trial import SearchContext, Trial
+from .request import AUTO, EngineJob, ExportRequest, ExportResult
 from .targets import TargetSpec, get_target
 from .verify import verify_engine
 
@@ -67,11 +75,14 @@ def export(request: ExportRequest, onnx_cache: OnnxCache | None = None) -> Expor
     plan = plan_export(request, target, loaded, sized)
     with _workspace(plan) as (work, stage):
         job = engine_job(plan, loaded)
-        graph = prepare_graph(plan, job, onnx_cache or OnnxCache(work), work, stage)
-        engine = build_engine(job, graph, stage)
+        cache = onnx_cache or OnnxCache(work)
+        chosen = choose_precision(plan, loaded, job, cache, work)
+        graph = prepare_graph(plan, chosen.job, cache, work, stage)
+        engine = build_engine(chosen, graph, stage)
+        job = chosen.job
         measured = verify_engine(job.with_source(graph.source), target.availability, stage, engine, request.batch)
         parity, verdict = decide(measured, job, gated=request.gate)
-        manifest = describe(plan, loaded, job, graph, engine, parity, verdict, stage)
+        manifest = describe(plan, loaded, chosen, graph, engine, parity, verdict, stage)
         published = publish(manifest, stage, plan.final, verdict)
     return ExportResult(published, manifest, loaded, verdict)
 
@@ -90,8 +101,10 @@ def choose_target(request: ExportRequest) -> TargetChoice:
     """The target and precision, checked with everything else that needs no model: opset, passes, counts."""
     spec = get_target(request.target)
     precision = request.precision or spec.default_precision
-    if precision not in spec.precisions:
-        raise DeployError(f"target {spec.name} cannot build {precision}; it supports {', '.join(spec.precisions)}")
+    if precision != AUTO and precision not in spec.precisions:
+        raise DeployError(f"target {spec.name} cannot build {precision}; it supports "
+                          f"{', '.join(spec.precisions)} (or auto)")
+    limits.check_auto(request, precision == AUTO)
     limits.check_batch_sizes(request.batch)
     limits.check_counts(request)
     limits.check_opset(request.opset, spec.name, spec.opset)
@@ -133,20 +146,61 @@ def _workspace(plan: ExportPlan) -> Iterator[tuple[Path, Path]]:
 
 
 def engine_job(plan: ExportPlan, model: LoadedModel) -> EngineJob:
-    """What building and checking the engine needs: the deployable module, its IO, options, references."""
+    """What building and checking the engine needs: the deployable module, its IO, options, references.
+    For `--precision auto`, the fp32 job every candidate starts from, with the goal's labelled images."""
     request, target, card = plan.request, plan.target, model.card
+    precision = "fp32" if target.precision == AUTO else target.precision
     # Engines get the BatchNorm-folded module; parity compares them with the unfolded original.
     deployable = folded(model.module)
     source = ModelSource([TensorSpec(onnx_export.INPUT_NAME, ("batch", *card.input_size))],
                          [onnx_export.OUTPUT_NAME], module=deployable)
-    feeds = calibration_feeds(request, card, target.precision)
-    options = BuildOptions(precision=target.precision, batch=request.batch, threads=request.threads,
+    feeds = calibration_feeds(request, card, precision)
+    options = BuildOptions(precision=precision, batch=request.batch, threads=request.threads,
                            device=request.device, calibration=feeds, runtime=request.runtime_options)
-    labelled = (load_dataset(card.reference_dataset, card.preprocessing)
-                if card.reference_dataset and target.precision in LOW_PRECISIONS else None)
-    return EngineJob(target.spec, target.precision, target.backend, options, source, torch_reference(model.module),
+    labelled, goal = _gate_images(request, card, target.precision)
+    return EngineJob(target.spec, precision, target.backend, options, source, torch_reference(model.module),
                      request.seed, Calibration(feeds, request.calib_method) if feeds else None,  # type: ignore[arg-type]
-                     labelled, model_name=card.name)
+                     labelled, model_name=card.name, goal=goal)
+
+
+def _gate_images(request: ExportRequest, card: ModelCard, precision: str) -> tuple[LabeledSet | None, AccuracyGoal]:
+    """The labelled images low precision is gated on, and the goal: the model's shipped set at the default goal;
+    for `--precision auto` the request's goal on `--dataset` (else the shipped set), refused when too small."""
+    if precision != AUTO:
+        shipped = card.reference_dataset if precision in LOW_PRECISIONS else None
+        return (load_dataset(shipped, card.preprocessing) if shipped else None), DEFAULT_GOAL
+    goal, spec = request.goal or DEFAULT_GOAL, request.dataset or card.reference_dataset
+    if spec is None:
+        return None, goal
+    labelled = load_dataset(spec, card.preprocessing, request.dataset_limit, num_classes=card.num_classes)
+    goal.check_images(len(labelled), f"dataset {spec!r}")
+    return labelled, goal
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The engine job the stage builds, and for `--precision auto` the search's record and its built winner."""
+
+    job: EngineJob
+    auto: PrecisionAutoRecord | None = None
+    built: Trial | None = None  # the winner as auto built and gated it: its engine is adopted, not rebuilt
+
+
+def choose_precision(plan: ExportPlan, model: LoadedModel, job: EngineJob, cache: OnnxCache,
+                     work: Path) -> PrecisionChoice:
+    """The request's precision; for `--precision auto` every candidate built, gated and timed here, and the
+    fastest that meets the goal (`precision_auto.search`)."""
+    request, target = plan.request, plan.target
+    if target.precision != AUTO:
+        return PrecisionChoice(job)
+    opset = request.opset or target.spec.opset or get_target("onnxruntime").opset or 0
+    feeds = calibration_feeds(request, model.card, "int8") if "int8" in target.backend.precisions else None
+    reference = predict(job.reference, job.labelled.images, 64) if job.labelled is not None else None
+    context = SearchContext(request, job, target.availability, cache, work / "precision-auto",
+                            request.autotune or AutotuneSettings.from_env(),
+                            GraphKey(model.card.name, model_identity(request.model_request), opset), feeds, reference)
+    found = search_precision(context)
+    return PrecisionChoice(found.winner.job, found.record, found.winner)
 
 
 @dataclass(frozen=True)
@@ -180,33 +234,41 @@ def model_identity(request: ModelRequest) -> str:
     return hashlib.sha1(described.encode()).hexdigest()[:16]
 
 
-def build_engine(job: EngineJob, graph: PreparedGraph, stage: Path) -> BuildResult:
-    """The runtime adapter's build into the staging folder, and the table of module MACs profiles read."""
-    build = job.backend.build(graph.source, stage, job.options)
+def build_engine(chosen: PrecisionChoice, graph: PreparedGraph, stage: Path) -> BuildResult:
+    """The runtime adapter's build into the staging folder (or the engine `--precision auto` built and measured,
+    copied there), and the table of module MACs profiles read."""
+    job, built = chosen.job, chosen.built
+    if built is not None and built.build is not None:
+        build = artifacts.copy_engine(built.folder, stage, built.build)
+    else:
+        build = job.backend.build(graph.source, stage, job.options)
     write_module_macs(job.source.module, job.input_size, stage)
     return build
 
 
-def describe(plan: ExportPlan, model: LoadedModel, job: EngineJob, graph: PreparedGraph, build: BuildResult,  # noqa: PLR0913
-             parity: ParityRecord, verdict: Verdict, stage: Path) -> Manifest:
-    """The artifact's manifest, whole: model, weights, target, versions, engine, IO, passes, parity, verdict."""
-    request, target = plan.request, plan.target
+def describe(plan: ExportPlan, model: LoadedModel, chosen: PrecisionChoice, graph: PreparedGraph,  # noqa: PLR0913
+             build: BuildResult, parity: ParityRecord, verdict: Verdict, stage: Path) -> Manifest:
+    """The artifact's manifest, whole: model, weights, target, versions, engine, IO, passes, parity, verdict (and
+    every candidate `--precision auto` measured)."""
+    request, target, job = plan.request, plan.target, chosen.job
     engine = EngineRecord(files=list(build.files), details=build.details,
                           batches=list(build.batches) if build.batches else "dynamic",
                           sha256=artifacts.engine_hashes(stage, build.files),
                           options=(job.options.runtime or job.backend.options_type()).to_json(),
                           can_run_here=None if build.can_run_here else False)
+    method = job.calibration.method if job.calibration else None
     calibration = (calibration_note(request, model.card, len(job.options.calibration),
-                                    onnx_graph=job.backend.source_kind == "onnx") if job.options.calibration else None)
+                                    onnx_graph=job.backend.source_kind == "onnx", method=method)
+                   if job.options.calibration else None)
     return Manifest(
         schema=MANIFEST_SCHEMA, created=now(),
         model=model_record(model, int(getattr(job.source.module, FUSED_COUNT_ATTR, 0))),
-        weights=weights_record(model), target=target.spec.name, precision=target.precision,
+        weights=weights_record(model), target=target.spec.name, precision=job.precision,
         versions=versions(target.spec.name, target.availability.version), engine=engine,
         inputs=[TensorRecord(s.name, list(s.shape), s.dtype) for s in job.source.input_specs],
         outputs=[TensorRecord(onnx_export.OUTPUT_NAME, ["batch", model.card.num_classes])],
         parity=parity, status=verdict.status, onnx=graph.record, calibration=calibration,
-        files={MODULE_MACS: artifacts.file_sha256(stage / MODULE_MACS)})
+        files={MODULE_MACS: artifacts.file_sha256(stage / MODULE_MACS)}, precision_auto=chosen.auto)
 
 
 def publish(manifest: Manifest, stage: Path, final: Path, verdict: Verdict) -> Path:

@@ -45,11 +45,13 @@ _PASS_THROUGH = {"Add", "Reshape", "Flatten", "Squeeze", "Identity", "Cast"}
 
 @dataclass(frozen=True)
 class Calibration:
-    """Calibration samples (one feed per sample) and how to turn their ranges into scales."""
+    """Calibration samples (one feed per sample), how to turn their ranges into scales, and the layers (PyTorch
+    module paths, `blocks.1.attn.qkv`) whose MatMul/Gemm/Conv stay float (`--precision auto`'s mixed int8)."""
 
     feeds: Sequence[dict[str, np.ndarray]]
     method: Method = "minmax"
     percentile: float = 99.999
+    keep_float: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -71,6 +73,13 @@ def head_nodes(model: onnx.ModelProto) -> list[str]:
         elif node.op_type in _PASS_THROUGH:
             frontier.extend(node.input)
     return found
+
+
+def layer_nodes(model: onnx.ModelProto, modules: Sequence[str]) -> list[str]:
+    """The MatMul/Gemm/Conv nodes of the PyTorch modules `modules` (exact module paths, from the name scopes)."""
+    wanted = set(modules)
+    return [node.name for node in model.graph.node
+            if node.op_type in QUANTIZED_OPS and scopes.module_path(node) in wanted]
 
 
 def is_qdq(model: onnx.ModelProto) -> bool:
@@ -126,7 +135,8 @@ def quantize_qdq(model: onnx.ModelProto, calibration: Calibration) -> tuple[onnx
             quantize_static(str(source), str(target), reader, quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=head_nodes(model), calibrate_method=method, extra_options=options)
+                            nodes_to_exclude=[*head_nodes(model), *layer_nodes(model, calibration.keep_float)],
+                            calibrate_method=method, extra_options=options)
         except Exception as exc:  # the quantizer's own errors (shapes, unsupported ops)
             raise DeployError(f"int8 quantization failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
         quantized = onnx.load(str(target))
