@@ -41,7 +41,8 @@ def format_table(results: list[ResultRow], cores: int | None = None) -> str:
     for r in results:
         lat, parity = r.latency_ms, r.parity
         row = [
-            r.model, r.target, r.precision, str(r.batch), r.status + ("!" if id(r) in busy else ""),
+            r.model, r.target, r.precision + (f">{r.auto.precision}" if r.auto else ""), str(r.batch),
+            r.status + ("!" if id(r) in busy else ""),
             *(format_or_dash(lat.get(k) if lat else None, ".2f") for k in ("p50", "p90", "p99", "mean")),
             f"{r.throughput_ips:.1f}" if r.throughput_ips else "-", str(r.runs or "-"),
             format_or_dash(r.macs / 1e9 if r.macs is not None else None, ".2f"),
@@ -106,6 +107,23 @@ def to_markdown(results: list[ResultRow]) -> str:
                  _percent(f["top1"]), _percent(f["reference_top1"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def auto_lines(results: list[ResultRow]) -> list[str]:
+    """One line per `--precision auto` engine: what it published and why, and its candidates' latencies."""
+    lines, seen = [], set()
+    for r in results:
+        if r.auto is None or (r.model, r.target, r.device) in seen:
+            continue
+        seen.add((r.model, r.target, r.device))
+        timed = ", ".join(f"{c.label} {c.latency_ms.score:.2f}" + ("" if c.status in ("chosen", "passed") else " (x)")
+                          for c in sorted(r.auto.candidates, key=lambda c: c.latency_ms.score if c.latency_ms
+                                          else float("inf")) if c.latency_ms)
+        lines.append(f"  {r.model} {r.target} auto: published {r.auto.winner} ({r.auto.reason}); candidates ms "
+                     f"(x: misses the goal): {timed}")
+    if lines:
+        lines.insert(0, "\nprecision auto (each artifact's manifest holds the whole table):")
+    return lines
 
 
 def profile_lines(results: list[ResultRow], parts: int = 4) -> list[str]:

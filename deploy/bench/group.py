@@ -27,7 +27,7 @@ from ..data.images import DatasetError
 from ..diagnose.profile import ProfileSettings, profile_runner, write_profile
 from ..errors import DeployError
 from ..export.onnx_cache import OnnxCache
-from ..export.request import ExportRequest, ExportResult
+from ..export.request import AUTO, ExportRequest, ExportResult
 from ..export.stage import export, load_artifact
 from ..timing import LatencyStats, input_feeds, timed_runs, warm_up
 from .accuracy import References, engine_accuracy
@@ -84,7 +84,8 @@ def run_group(group: Group, context: GroupContext) -> list[ResultRow]:
         exported = export(_export_request(group, context, loaded), onnx_cache=context.onnx_cache)
         manifest = exported.manifest
         passes = list(manifest.onnx.passes) if manifest.onnx else []
-        rows = [replace(row, parity=ParitySummary.of(manifest.parity), passes=passes) for row in rows]
+        rows = [replace(row, parity=ParitySummary.of(manifest.parity), passes=passes, auto=manifest.precision_auto)
+                for row in rows]
         if manifest.status == "unverified":  # built, but this machine cannot run it: no latency, no parity
             return _marked(rows, "unverified", manifest.parity.skipped or "parity could not run here")
         return _run_engine(exported, rows, context)
@@ -97,9 +98,12 @@ def run_group(group: Group, context: GroupContext) -> list[ResultRow]:
 def _export_request(group: Group, context: GroupContext, model: LoadedModel) -> ExportRequest:
     settings = context.settings
     options = (settings.options or {}).get(group.target)
+    auto = group.precision == AUTO  # the goal, its images and the budget belong to auto's cells only
     return ExportRequest(model, group.target, group.precision, out=context.out, passes=settings.passes,
                          batch=tuple(sorted({1, *group.batches})), threads=settings.threads, seed=settings.seed,
-                         runtime_options=runtimes.get_backend(group.target).parse_options(options) if options else None)
+                         runtime_options=runtimes.get_backend(group.target).parse_options(options) if options else None,
+                         goal=settings.goal if auto else None, dataset=settings.dataset if auto else None,
+                         dataset_limit=settings.dataset_limit, auto_budget=settings.auto_budget)
 
 
 def _marked(rows: list[ResultRow], status: Status, error: str) -> list[ResultRow]:

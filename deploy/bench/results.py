@@ -25,6 +25,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from ..diagnose.records import LayerProfile
 from ..errors import DeployError, validation_problem
+from ..export.precision_auto.record import PrecisionAutoRecord
 from ..fileio import BusyError, WriteError, exclusive, write_json_atomic, write_text_atomic
 from ..passes.record import PassRecord
 
@@ -148,6 +149,8 @@ class ResultRow:
     layer_profile_error: Annotated[str | None, OMITTED_IF_NONE] = None  # why the profile could not be made
     # The runtime options the engine ran with (built with, or overridden at load): the adapter's typed settings.
     runtime_options: Annotated[dict[str, Any] | None, OMITTED_IF_NONE] = None
+    # `--precision auto` cells: every candidate measured, the one published (its precision) and why, as in the manifest.
+    auto: Annotated[PrecisionAutoRecord | None, OMITTED_IF_NONE] = None
 
     @property
     def key(self) -> CellKey:

@@ -18,8 +18,11 @@ from ..timing import Count, PositiveCount, PositiveSeconds, Seconds, TimingSetti
 if TYPE_CHECKING:
     from models import ModelRequest
 
+    from ..export.goal import AccuracyGoal
+
 RESUME_KEYS = ("warmup_s", "runs", "duration_s", "buffers", "seed", "passes", "threads", "dataset",
-               "dataset_limit", "weights", "device", "num_classes", "img_size", "model_factory", "options")
+               "dataset_limit", "weights", "device", "num_classes", "img_size", "model_factory", "options",
+               "max_drop", "min_agreement", "auto_budget")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,11 @@ class BenchSettings:
     model_factory: str | None = None
     # Runtime options per target (`--option [TARGET.]KEY=VALUE`), applied where each engine is built and loaded.
     options: dict[str, dict[str, str]] | None = None
+    # `--precision auto` cells: the goal (fractions; neither: top-1 agreement >= 99%) on `dataset` (else the model's
+    # shipped set) and the builds each may make.
+    max_drop: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] | None = None
+    min_agreement: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] | None = None
+    auto_budget: PositiveCount = 12
 
     def model_request(self, name: str) -> ModelRequest:
         """The model a cell's name stands for under these settings (a zoo variant, folder, fine-tune or factory)."""
@@ -54,6 +62,15 @@ class BenchSettings:
         factory = self.model_factory
         return ModelRequest(model=None if factory else name, name=name if factory else None, weights=self.weights,
                             num_classes=self.num_classes, img_size=self.img_size, factory=factory, seed=self.seed)
+
+    @property
+    def goal(self) -> AccuracyGoal | None:
+        """`--precision auto`'s goal, None for the default."""
+        from ..export.goal import AccuracyGoal
+
+        if self.max_drop is None and self.min_agreement is None:
+            return None
+        return AccuracyGoal(self.max_drop, self.min_agreement)
 
     @property
     def timing(self) -> TimingSettings:

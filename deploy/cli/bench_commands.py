@@ -20,6 +20,12 @@ EXIT_FAILED = 1
 def cmd_bench(args: argparse.Namespace) -> int:
     from deploy.errors import DeployError
 
+    from .options import chosen_precision
+
+    args.precision = chosen_precision(args)
+    if args.auto_budget is not None and "auto" not in (args.precision or "").split(",") and not args.resume:
+        raise DeployError("--auto-budget caps the builds of --precision auto; add auto to --precision or drop it")
+
     for flag, given in (("--retry-failed", args.retry_failed), ("--retry", args.retry)):
         if given and not args.resume:
             raise DeployError(f"{flag} goes with --resume")
@@ -50,12 +56,15 @@ def _new_request(args: argparse.Namespace) -> BenchRequest:
     if args.labels or args.name:
         raise DeployError("--labels and --name belong to export and predict; bench names a model by MODEL")
     settings = bench_settings(args, Defaults.of(profile))
+    targets = args.target or (list(profile.targets) if profile else ["torch", "onnxruntime"])
+    listed = args.precision.split(",") if args.precision else []
+    precisions = ({t: tuple(listed) for t in targets} if len(listed) > 1
+                  else profile.precisions if profile and not args.target else None)
     return BenchRequest(
-        models=names, targets=args.target or (list(profile.targets) if profile else ["torch", "onnxruntime"]),
+        models=names, targets=targets,
         batches=args.batch or (list(profile.batches) if profile else [1]), settings=settings,
-        out=Path(args.out or "artifacts"), precision=args.precision,
-        precisions=profile.precisions if profile and not args.target else None,
-        device=_bench_device_record(profile, detection, settings))
+        out=Path(args.out or "artifacts"), precision=args.precision if len(listed) == 1 else None,
+        precisions=precisions, device=_bench_device_record(profile, detection, settings))
 
 
 def _bench_profile(args: argparse.Namespace) -> tuple[DeviceProfile | None, Detection]:

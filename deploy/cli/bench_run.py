@@ -24,7 +24,7 @@ EXIT_FAILED = 1
 def run_and_print(args: argparse.Namespace, request: BenchRequest, name: str, executor: Executor | None = None) -> int:
     """Run the matrix into the results files, print the table and any contended cells; exit 1 if a cell failed."""
     from deploy.bench import ResultsFile, run_bench
-    from deploy.bench.formats import contended, format_table, profile_lines, to_csv, to_markdown
+    from deploy.bench.formats import auto_lines, contended, format_table, profile_lines, to_csv, to_markdown
     from deploy.bench.progress import LinePrinter, RichProgress
     from deploy.bench.run import Resume
 
@@ -40,6 +40,8 @@ def run_and_print(args: argparse.Namespace, request: BenchRequest, name: str, ex
         raise
     cores = document.environment.get("cpu_count")
     print(format_table(document.results, cores))
+    for line in auto_lines(document.results):
+        print(line)
     profiles = profile_lines(document.results)
     if profiles:
         print("\n" + "\n".join(profiles))
@@ -90,9 +92,11 @@ def bench_settings(args: argparse.Namespace, defaults: Defaults) -> BenchSetting
     from deploy.bench import BenchSettings
     from deploy.errors import DeployError, validation_problem
 
+    from .options import accuracy_goal
     from .resume import SETTING_FLAGS
 
     timing = defaults.timing
+    goal = accuracy_goal(args)  # percentages or fractions, checked as export checks them
 
     def pick(given: T | None, default: T) -> T:
         return default if given is None else given
@@ -107,6 +111,8 @@ def bench_settings(args: argparse.Namespace, defaults: Defaults) -> BenchSetting
             passes=pick(args.passes, "default"), weights=args.weights, device=defaults.device,
             layer_profile=bool(args.profile), num_classes=args.num_classes, img_size=args.img_size,
             model_factory=args.model_factory, options=_options(args),
+            max_drop=goal.max_drop if goal else None, min_agreement=goal.min_agreement if goal else None,
+            auto_budget=pick(args.auto_budget, 12),
         )
     except ValidationError as exc:
         where, what = validation_problem(exc)

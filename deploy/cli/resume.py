@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 SETTING_FLAGS = {"warmup": "warmup_s", "runs": "runs", "duration": "duration_s", "buffers": "buffers",
                  "threads": "threads", "seed": "seed", "dataset": "dataset", "limit": "dataset_limit",
                  "passes": "passes", "weights": "weights", "profile": "layer_profile", "num_classes": "num_classes",
-                 "img_size": "img_size", "model_factory": "model_factory"}
+                 "img_size": "img_size", "model_factory": "model_factory", "auto_budget": "auto_budget"}
 
 
 def resumed_request(args: argparse.Namespace) -> BenchRequest:
@@ -35,7 +35,7 @@ def resumed_request(args: argparse.Namespace) -> BenchRequest:
         raise DeployError(f"--resume: {path} records no plan (it predates plan recording); give the MODEL names "
                           "and the flags of the original run")
     recorded: dict[str, Any] = {"MODEL names": plan.models, "--target": plan.targets, "--batch": plan.batches,
-                                "--precision": plan.precision, "--out": plan.out}
+                                "--precision": plan.precision or _listed(plan.precisions), "--out": plan.out}
     given: dict[str, Any] = {"MODEL names": args.models or None, "--target": args.target, "--batch": args.batch,
                              "--precision": args.precision, "--out": args.out}
     settings = asdict(document.settings)
@@ -51,6 +51,12 @@ def resumed_request(args: argparse.Namespace) -> BenchRequest:
                         out=Path(plan.out or "artifacts"), precision=plan.precision,
                         precisions={t: tuple(p) for t, p in plan.precisions.items()} if plan.precisions else None,
                         device=document.environment.get("device"))
+
+
+def _listed(precisions: dict[str, list[str]] | None) -> str | None:
+    """A per-target precision table that is one list for every target, as `--precision a,b` wrote it."""
+    lists = {tuple(p) for p in (precisions or {}).values()}
+    return ",".join(lists.pop()) if len(lists) == 1 else None
 
 
 def _normal(value: Any) -> Any:

@@ -20,6 +20,7 @@ from ..errors import DeployError
 from ..fileio import ensure_writable, write_error
 from . import plots
 from .fidelity import FidelityRow, FidelityTables, Point, Series, fidelity, fidelity_text, kept_text
+from .precision import AutoCell, auto_cells, auto_html, plot_auto
 from .profiles import ProfiledCell, plot_profiles, profiles_html
 
 
@@ -101,7 +102,7 @@ def _plots(points: list[Point], rows: list[LabelledRow], folder: Path, baseline:
         if any(p.top1 is not None for p in points if p.batch == batch):
             plots.plot_accuracy(points, folder / f"accuracy_b{batch}.png", batch, metric=metric)
             figures.append(f"accuracy_b{batch}.png")
-    return figures + plot_profiles(_profiled(rows), folder)
+    return figures + plot_profiles(_profiled(rows), folder) + plot_auto(_auto(rows), folder)
 
 
 _CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
@@ -124,6 +125,7 @@ def _html(headers: list[FileHeader], rows: list[LabelledRow], figures: list[str]
     parts += [_fidelity_html(series, table, baseline) for series, table in sorted(tables.items())]
     parts.append(_devices_html(rows))
     parts.append(profiles_html(_profiled(rows)))
+    parts.append(auto_html(_auto(rows)))
     parts.append("<h2>Results</h2>" + _contention_html(headers, rows) + _results_html(rows))
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -132,6 +134,10 @@ def _html(headers: list[FileHeader], rows: list[LabelledRow], figures: list[str]
 def _profiled(rows: list[LabelledRow]) -> list[ProfiledCell]:
     return [ProfiledCell(r.runtime, r.row.model, r.row.batch, r.row.layer_profile) for r in rows
             if r.row.layer_profile is not None]
+
+
+def _auto(rows: list[LabelledRow]) -> list[AutoCell]:
+    return auto_cells([(r.row.target, r.row.model, r.row.device, r.row.auto) for r in rows])
 
 
 def _environment_html(header: FileHeader) -> str:

@@ -109,12 +109,19 @@ class PrecisionAutoRecord:
     candidates: list[PrecisionCandidate]
     dataset: Annotated[str | None, OMITTED_IF_NONE] = None
     images: Annotated[int | None, OMITTED_IF_NONE] = None
+    max_drop: Annotated[float | None, OMITTED_IF_NONE] = None  # the goal's figure (with labelled images)
+    min_agreement: Annotated[float | None, OMITTED_IF_NONE] = None
     ranking: Annotated[list[LayerNoise] | None, OMITTED_IF_NONE] = None
     placement: Annotated[PlacementRecord | None, OMITTED_IF_NONE] = None
     notes: list[str] = field(default_factory=list)
 
     def chosen(self) -> PrecisionCandidate:
         return next(c for c in self.candidates if c.status == "chosen")
+
+    @property
+    def by_drop(self) -> bool:
+        """Accuracy is top-1 against the labels (a drop goal), else agreement (or, unmeasured, seeded cosine)."""
+        return self.max_drop is not None
 
 
 def quality(candidate: PrecisionCandidate, by_drop: bool) -> float | None:
@@ -134,7 +141,7 @@ def pareto_front(candidates: list[PrecisionCandidate], by_drop: bool) -> set[str
 
 def format_table(record: PrecisionAutoRecord) -> str:
     """The candidates as a table, fastest first, the Pareto front marked `*` and the published one `>`."""
-    by_drop = "drop" in record.goal
+    by_drop = record.by_drop
     axis = "top-1" if by_drop else ("agreement" if record.accuracy_measured else "cosine")
     rows = [("", "candidate", "precision", f"{axis}", "drop" if by_drop else "", "ms", "status", "why")]
     ordered = sorted(record.candidates, key=lambda c: (c.latency_ms is None, c.latency_ms.score if c.latency_ms

@@ -42,6 +42,9 @@ from .trial import SearchContext, Trial, build_trial
 
 log = logging.getLogger("deploy")
 RANKED_IN_RECORD = 10  # the noisiest layers the manifest lists
+# Each round times a candidate for at least this long (and at least `runs` inferences): eight runs of a 0.3 ms
+# digits model are 2.4 ms, shorter than one scheduler slice of a process competing for the core.
+ROUND_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,8 @@ def _time(search: _Search) -> dict[str, CandidateLatency]:
     """Every candidate that runs, timed interleaved; a candidate that will not load here is marked an error."""
     context = search.context
     settings = context.settings
-    timing = TimingSettings(warmup_s=settings.warmup_s, runs=settings.runs, buffers=2, seed=context.job.seed)
+    timing = TimingSettings(warmup_s=settings.warmup_s, runs=settings.runs, duration_s=ROUND_S, min_runs=settings.runs,
+                            buffers=2, seed=context.job.seed)
     batch = settings.batch if settings.batch in context.request.batch else min(context.request.batch)
     feeds = input_feeds(context.job.source.input_specs[0].name, context.job.input_size, batch, timing)
     with contextlib.ExitStack() as active:
@@ -275,8 +279,11 @@ def _record(search: _Search, latencies: dict[str, CandidateLatency], ranking: li
         goal=(f"{goal.describe()} on {len(labelled)} {labelled.name} images" if labelled is not None else
               "the parity tolerances on seeded inputs (no labelled images: accuracy not measured)"),
         accuracy_measured=labelled is not None, winner=_label(search, winner), precision=winner.recipe.precision,
-        reason=reason, statistic=f"best per-round median, batch {settings.batch}; rounds interleaved",
+        reason=reason, statistic=(f"best per-round median, batch {settings.batch}; {settings.rounds} interleaved "
+                                  f"rounds of at least {settings.runs} runs and {ROUND_S:g} s each"),
         budget=search.budget, builds=len(search.trials), seconds=round(seconds, 1), settings=settings.to_json(),
         candidates=candidates, dataset=labelled.name if labelled is not None else None,
         images=len(labelled) if labelled is not None else None, ranking=ranking,
+        max_drop=goal.max_drop if labelled is not None else None,
+        min_agreement=goal.min_agreement if labelled is not None else None,
         placement=placement.record if placement else None, notes=search.notes)

@@ -1,0 +1,134 @@
+"""The report's `--precision auto` section: accuracy (or agreement) against latency per runtime, the chosen point
+marked, and each auto cell's candidates as a table.
+
+One figure per runtime (target, and device for a cluster run), one panel per model: every timed candidate at its
+latency (the search's score, ms) and its accuracy on the goal's images (agreement with PyTorch fp32, or top-1 for a
+`--max-drop` goal; the seeded cosine where no labelled images were given), filled where it met the goal and hollow
+where it missed it, the Pareto front as a line, the goal as a dashed line, and the published candidate as a star.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..export.precision_auto.record import PrecisionAutoRecord, quality
+from .plots import _pyplot, _save
+
+
+@dataclass(frozen=True)
+class AutoCell:
+    runtime: str  # the target (and device) the candidates ran on
+    model: str
+    record: PrecisionAutoRecord
+
+
+def auto_cells(rows: list[tuple[str, str, str | None, PrecisionAutoRecord | None]]) -> list[AutoCell]:
+    """One cell per (runtime, model) from (target, model, device, auto record) rows, in order, without repeats."""
+    cells: dict[tuple[str, str], AutoCell] = {}
+    for target, model, device, record in rows:
+        runtime = f"{device}: {target}" if device else target
+        if record is not None and (runtime, model) not in cells:
+            cells[(runtime, model)] = AutoCell(runtime, model, record)
+    return list(cells.values())
+
+
+def _axis(record: PrecisionAutoRecord) -> str:
+    if not record.accuracy_measured:
+        return "cosine with PyTorch fp32 (seeded inputs)"
+    return "top-1 (%)" if record.by_drop else "top-1 agreement with PyTorch fp32 (%)"
+
+
+def _scale(record: PrecisionAutoRecord) -> float:
+    return 100.0 if record.accuracy_measured else 1.0
+
+
+def plot_auto(cells: list[AutoCell], folder: Path) -> list[str]:
+    """One PNG per runtime; their file names."""
+    plt = _pyplot()
+    names = []
+    for index, runtime in enumerate(dict.fromkeys(cell.runtime for cell in cells)):
+        mine = [cell for cell in cells if cell.runtime == runtime]
+        columns = min(len(mine), 2)
+        rows = -(-len(mine) // columns)
+        fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 4.8 * rows), squeeze=False)
+        for ax, cell in zip(axes.flat, mine, strict=False):
+            _panel(ax, cell)
+        for ax in list(axes.flat)[len(mine):]:
+            ax.axis("off")
+        fig.suptitle(f"precision auto on {runtime}: accuracy against latency")
+        name = f"precision_auto_{index}.png"
+        _save(fig, folder / name)
+        names.append(name)
+    return names
+
+
+def _panel(ax, cell: AutoCell) -> None:  # noqa: ANN001 - a matplotlib Axes
+    record, scale = cell.record, _scale(cell.record)
+    timed = [(c, c.latency_ms.score, scale * value) for c in record.candidates
+             if c.latency_ms is not None and (value := quality(c, record.by_drop)) is not None]
+    for i, (candidate, ms, value) in enumerate(sorted(timed, key=lambda item: item[1])):
+        met = candidate.status in ("chosen", "passed")
+        ax.scatter([ms], [value], s=40, marker="o", facecolors="tab:blue" if met else "none",
+                   edgecolors="tab:blue" if met else "tab:red", zorder=3)
+        # Neighbours in latency alternate above and below their point, so that near-equal ones stay legible.
+        ax.annotate(candidate.label, (ms, value), fontsize=7, xytext=(4, 5 if i % 2 == 0 else -11),
+                    textcoords="offset points")
+    front = sorted((ms, value) for candidate, ms, value in timed if candidate.pareto)
+    if len(front) > 1:
+        ax.step([ms for ms, _ in front], [value for _, value in front], where="post", color="tab:gray", lw=1,
+                zorder=2, label="Pareto front")
+    chosen = [(ms, value) for candidate, ms, value in timed if candidate.status == "chosen"]
+    if chosen:
+        ax.scatter(*zip(*chosen, strict=True), s=260, marker="*", color="gold", edgecolors="black", zorder=4,
+                   label=f"published: {record.winner}")
+    goal = _goal_line(record, timed)
+    if goal is not None:
+        ax.axhline(goal, color="tab:red", ls="--", lw=1, label="goal")
+    values = [value for _, _, value in timed] + ([goal] if goal is not None else [])
+    if values:
+        low, high = min(values), max(values)
+        pad = max(0.05 * (high - low), 0.002 * scale)
+        ax.set_ylim(low - pad, min(high + pad, 1.005 * scale) if record.accuracy_measured else high + pad)
+    ax.set_xlabel("latency (ms, best round's median)")
+    ax.set_ylabel(_axis(record))
+    ax.set_title(f"{cell.model}: {record.goal}", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small", loc="lower right")
+
+
+def _goal_line(record: PrecisionAutoRecord, timed: list) -> float | None:
+    if not record.accuracy_measured:
+        return None
+    if record.max_drop is not None:
+        reference = next((c.accuracy.reference_top1 for c, _, _ in timed if c.accuracy is not None), None)
+        return None if reference is None else 100 * (reference - record.max_drop)
+    return 100 * (record.min_agreement or 0.99)
+
+
+def auto_html(cells: list[AutoCell]) -> str:
+    """Each auto cell's candidates: what was published, and every candidate's figures and verdict."""
+    if not cells:
+        return ""
+    parts = ["<h2>--precision auto</h2><p>Every candidate each auto engine built, gated and timed on this device "
+             "(interleaved rounds). <b>&gt;</b> published, <b>*</b> on the Pareto front; the figures above draw them."
+             "</p>"]
+    for cell in cells:
+        record = cell.record
+        parts.append(f"<h3>{html.escape(cell.model)} on {html.escape(cell.runtime)}</h3><p>published "
+                     f"<b>{html.escape(record.winner)}</b> ({html.escape(record.precision)}): "
+                     f"{html.escape(record.reason)}<br>goal: {html.escape(record.goal)}</p>")
+        head = "<tr><th></th><th>candidate</th><th>recipe</th><th>float layers</th><th>" + html.escape(
+            _axis(record)) + "</th><th>ms</th><th>status</th><th>why</th></tr>"
+        body = []
+        for c in sorted(record.candidates, key=lambda c: c.latency_ms.score if c.latency_ms else float("inf")):
+            value = quality(c, record.by_drop)
+            shown = "-" if value is None else f"{_scale(record) * value:.4g}"
+            mark = (">" if c.status == "chosen" else "") + ("*" if c.pareto else "")
+            cells_ = [mark, c.label, c.recipe, ", ".join(c.float_layers) or "-", shown,
+                      f"{c.latency_ms.score:.3f}" if c.latency_ms else "-", c.status, c.reason]
+            cls = " class='bad'" if c.status in ("failed", "error") else ""
+            body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in cells_) + "</tr>")
+        parts.append(f"<table>{head}{''.join(body)}</table>")
+    return "\n".join(parts)
