@@ -69,7 +69,7 @@ class OpenVINOBackend(Backend):
             raise RuntimeAdapterError(message) from None
         details: dict[str, Any] = {}
         if options.precision == "int8":
-            model, details["int8"] = _quantize(model, options)
+            model, details["int8"] = _quantize(model, options, _ir_names(onnx_path, options))
         compress = options.precision == "fp16"
         ov.save_model(model, str(Path(out_dir) / self.engine_file), compress_to_fp16=compress)
         details.update({
@@ -119,11 +119,23 @@ def _capabilities(core, device: str) -> list[str]:
         return []
 
 
-def _quantize(model, options: BuildOptions):
+def _ir_names(onnx_path: Path, options: BuildOptions) -> tuple[str, ...]:
+    """The names the IR may give the ONNX nodes left in float: OpenVINO names an op after its ONNX node, or after
+    the node's output where that is a graph output (the classifier's Gemm becomes `logits`)."""
+    floating = set(options.keep_float.onnx_nodes) if options.keep_float else set()
+    if not floating:
+        return ()
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return tuple(name for node in graph.node if node.name in floating for name in (node.name, *node.output))
+
+
+def _quantize(model, options: BuildOptions, floating: tuple[str, ...] = ()):
     """NNCF post-training quantization on the calibration feeds; returns (model, details).
 
-    `options.keep_float` leaves layers in float (NNCF's ignored scope, by the ONNX node names the IR keeps: a
-    Conv with a bias becomes `<name>/WithoutBiases` plus an Add); `options.accuracy_target` runs NNCF's own
+    `floating` leaves layers in float (NNCF's ignored scope, by the names the IR gives their ONNX nodes, `_ir_names`:
+    a Conv with a bias becomes `<name>/WithoutBiases` plus an Add); `options.accuracy_target` runs NNCF's own
     `quantize_with_accuracy_control`, which returns quantized layers to float, the most harmful first, until
     the top-1 drop on the target's images is within its `max_drop`.
     """
@@ -151,7 +163,6 @@ def _quantize(model, options: BuildOptions):
     if not settings.smooth_quant:  # alpha -1 switches SmoothQuant off
         advanced["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(matmul=-1)
     kwargs["advanced_parameters"] = AdvancedQuantizationParameters(**advanced)
-    floating = options.keep_float.onnx_nodes if options.keep_float else ()
     if floating:
         kwargs["ignored_scope"] = nncf.IgnoredScope(
             patterns=[re.escape(name) + "(/WithoutBiases)?" for name in floating], validate=False)
@@ -159,8 +170,8 @@ def _quantize(model, options: BuildOptions):
     details: dict[str, Any] = {"calibration_samples": len(samples), "nncf": nncf.__version__,
                                "nncf_model_type": settings.nncf_model_type, "smooth_quant": settings.smooth_quant,
                                "overflow_fix": overflow_fix}
-    if floating:
-        details["float_nodes"] = list(floating)
+    if options.keep_float and options.keep_float.onnx_nodes:
+        details["float_nodes"] = list(options.keep_float.onnx_nodes)
     with _quiet_nncf():
         if options.accuracy_target is None:
             return nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples), **kwargs), details
