@@ -16,7 +16,7 @@ from deploy.export import ExportRequest, export
 from deploy.export.onnx_export import clean_up, export_onnx
 from deploy.export.targets import get_target
 from deploy.passes import run_passes, scopes
-from deploy.passes.quantize import Calibration, head_nodes, quantize_qdq
+from deploy.passes.quantize import MOVES, Calibration, head_nodes, quantize_qdq
 
 FLOAT_ISLANDS = {"LayerNormalization", "Softmax", "Gelu", "MaxPool", "AveragePool", "ReduceMean"}
 
@@ -28,11 +28,11 @@ def _calibration(shape, n=16, method="minmax") -> Calibration:
 
 @pytest.fixture(scope="module", params=["hvt", "cvt"])
 def int8_graph(request):
-    """(float graph, int8 graph) through ONNX Runtime's default passes plus int8-qdq."""
+    """(float graph, int8 graph) through the int8 default passes plus int8-qdq (TensorRT's Q/DQ rules)."""
     model = small_hvt() if request.param == "hvt" else small_cvt()
     shape = (3, 32, 32) if request.param == "hvt" else (3, 64, 64)
     clean = clean_up(export_onnx(model, shape, 20))
-    spec = get_target("onnxruntime")
+    spec = get_target("tensorrt")
     names = [*spec.defaults_for("int8"), *spec.precision_passes["int8"]]
     floating, _ = run_passes(clean, names[:-1])
     quantized, records = run_passes(clean, names, _calibration(shape))
@@ -142,7 +142,7 @@ def test_bad_calibration_is_one_clear_error():
 def test_onnxruntime_int8_export_is_gated_on_the_digits(tmp_path):
     result = export(ExportRequest("hvt_digits", "onnxruntime", "int8", out=tmp_path, batch=(1,)))
     parity = result.manifest.parity
-    assert result.manifest.onnx.passes[-1].name == "int8-qdq"
+    assert result.manifest.onnx.passes[-1].name == "int8-qdq-cpu"
     assert "attention-ort-packed" not in [p.name for p in result.manifest.onnx.passes]
     assert parity.real_data.images == 450 and parity.real_data.agreement >= 0.99 and parity.passed
     assert parity.gate == "450 digits images"
@@ -164,3 +164,75 @@ def test_a_real_data_failure_points_at_the_debugger(tmp_path, monkeypatch):
     with pytest.raises(DeployError, match="debug-precision hvt_digits --target onnxruntime --precision fp16"):
         export(ExportRequest("hvt_digits", "onnxruntime", "fp16", out=tmp_path, batch=(1,)))
     assert models.get_model_info("hvt_digits").reference_dataset == "digits"
+
+
+# ---------------------------------------------------------------- int8-qdq-cpu: ONNX Runtime's CPU recipe
+
+
+@pytest.fixture(scope="module")
+def cpu_graphs():
+    """(float graph, int8-qdq-cpu graph) of the small CvT: depthwise q/k/v convolutions and attention."""
+    clean = clean_up(export_onnx(small_cvt(), (3, 64, 64), 20))
+    spec = get_target("onnxruntime")
+    assert spec.precision_passes["int8"] == ("int8-qdq-cpu",)
+    floating, _ = run_passes(clean, spec.defaults_for("int8"))
+    quantized, records = run_passes(clean, [*spec.defaults_for("int8"), "int8-qdq-cpu"], _calibration((3, 64, 64)))
+    assert records[-1].name == "int8-qdq-cpu" and records[-1].changed > 0
+    return floating, quantized
+
+
+def _ort_graph(model: onnx.ModelProto, tmp_path) -> onnx.ModelProto:
+    """The graph ONNX Runtime's CPU EP runs after its optimizations (what it fused)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return onnx.load(str(tmp_path / "optimized.onnx"))
+
+
+def test_cpu_recipe_runs_every_quantized_conv_as_an_int8_kernel(cpu_graphs, tmp_path):
+    """Depthwise convolutions included: u8 activations and quantized outputs and biases let ORT fuse QLinearConv."""
+    _, quantized = cpu_graphs
+    initializers = {t.name: numpy_helper.to_array(t) for t in quantized.graph.initializer}
+    activation_points = [initializers[n.input[2]] for n in quantized.graph.node
+                         if n.op_type == "QuantizeLinear" and n.input[0] not in initializers]
+    assert activation_points and all(p.dtype == np.uint8 for p in activation_points)
+    depthwise = [n for n in quantized.graph.node if n.op_type == "Conv"
+                 and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    assert depthwise
+    optimized = collections.Counter(n.op_type for n in _ort_graph(quantized, tmp_path).graph.node)
+    assert optimized["QLinearConv"] >= len(depthwise) and optimized["Conv"] == 0, optimized
+
+
+def test_cpu_recipe_quantizes_a_tensor_once_and_keeps_no_round_trip_to_float_layers(cpu_graphs):
+    _, quantized = cpu_graphs
+    nodes = quantized.graph.node
+    producer = {out: node for node in nodes for out in node.output}
+    roots = collections.Counter()
+    for node in nodes:
+        if node.op_type == "QuantizeLinear":
+            tensor = node.input[0]
+            while tensor in producer and producer[tensor].op_type in MOVES:
+                tensor = producer[tensor].input[0]
+            roots[tensor] += 1
+    assert roots and max(roots.values()) == 1, "one QuantizeLinear per tensor, its int8 shared through reshapes"
+    users = _consumers(quantized)
+    for node in nodes:  # a MatMul's output is quantized only where a quantized layer reads it (through moves)
+        if node.op_type == "QuantizeLinear" and producer.get(node.input[0]) is not None \
+                and producer[node.input[0]].op_type == "MatMul":
+            readers = [u for dq in users[node.output[0]] for u in users[dq.output[0]]]
+            assert any(u.op_type in (*MOVES, "MatMul", "Conv", "QuantizeLinear") for u in readers), readers
+
+
+def test_cpu_recipe_keeps_the_numerics(cpu_graphs):
+    import onnxruntime as ort
+
+    floating, quantized = cpu_graphs
+    x = np.random.default_rng(3).standard_normal((4, 3, 64, 64)).astype(np.float32)
+    sessions = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+                for m in (floating, quantized)]
+    outputs = [session.run(None, {"input": x})[0] for session in sessions]
+    cosine = [float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) for a, b in zip(*outputs, strict=True)]
+    assert min(cosine) > 0.99, cosine

@@ -74,9 +74,9 @@ TARGETS: dict[str, TargetSpec] = {
             "onnxruntime", 20, (*_ONNX_DEFAULT, "attention-ort-packed", "attention-ort-mha"),
             notes="CPU execution provider; opset 20 keeps Gelu and LayerNormalization as single ops; fp16 is an "
                   "fp16 graph with fp32 islands (correct, not faster, on CPUs without fp16 arithmetic); int8 is the "
-                  "Q/DQ graph, whose MatMuls the CPU EP runs as int8 kernels (com.microsoft.Attention would hide the "
-                  "qkv MatMul from the quantizer, so int8 leaves it out)",
-            precision_passes={"fp16": ("fp16-convert",), "int8": ("int8-qdq",)},
+                  "CPU Q/DQ graph (int8-qdq-cpu), whose MatMuls and Convs the CPU EP runs as int8 kernels "
+                  "(com.microsoft.Attention would hide the qkv MatMul from the quantizer, so int8 leaves it out)",
+            precision_passes={"fp16": ("fp16-convert",), "int8": ("int8-qdq-cpu",)},
             precision_defaults={"int8": _ONNX_DEFAULT},
             auto_candidates=(  # the fused passes come off first so that each candidate names its own order
                 "-attention-ort-packed,-attention-ort-mha",
