@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 from ..timing import LatencyStats, NonNegative, Positive
 from .settings import BenchSettings
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# Schema 2 wrote the runtimes' versions as "runtime:<target>" keys of `environment`; it reads as schema 3.
+READABLE_SCHEMAS = (2, 3)
 # unavailable: the runtime is not installed here; unverified: built, but it cannot run here (no parity, no latency).
 Status = Literal["ok", "failed", "unavailable", "unverified"]
 
@@ -155,6 +157,24 @@ class ResultRow:
 
 
 @dataclass
+class Environment:
+    """Where a run measured: platform, processor, cores and threads, library and runtime versions, the device."""
+
+    platform: str | None = None
+    machine: str | None = None
+    processor: str | None = None
+    cpu_count: int | None = None
+    threads: int | None = None
+    python: str | None = None
+    torch: str | None = None
+    onnx: str | None = None
+    numpy: str | None = None
+    vit_deploy: str | None = None  # the version of vit-deploy that wrote the file
+    runtimes: dict[str, str | None] = field(default_factory=dict)  # target -> its runtime's version (None: absent)
+    device: Annotated[dict[str, Any] | None, OMITTED_IF_NONE] = None  # the device record: profile, detection
+
+
+@dataclass
 class PlanRecord:
     """What the run was asked to measure, so `bench --resume --json FILE` needs nothing else."""
 
@@ -175,7 +195,7 @@ class ResultsDocument:
     updated: Annotated[str | None, OMITTED_IF_NONE] = None
     complete: bool = False
     resumed: Annotated[list[str] | None, OMITTED_IF_NONE] = None
-    environment: dict[str, Any] = field(default_factory=dict)
+    environment: Environment = field(default_factory=Environment)
     settings: BenchSettings = field(default_factory=BenchSettings)
     plan: Annotated[PlanRecord | None, OMITTED_IF_NONE] = None
     results: list[ResultRow] = field(default_factory=list)
@@ -203,13 +223,22 @@ def parse_results(data: Any, source: str) -> ResultsDocument:
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
         raise DeployError(f"{source} is not a results JSON (no 'results' list)")
     version = data.get("schema")
-    if version != SCHEMA_VERSION:
-        raise DeployError(f"{source} has results schema {version!r}; this version of vit-deploy reads schema "
-                          f"{SCHEMA_VERSION} (re-run the benchmark to write one)")
+    if version not in READABLE_SCHEMAS:
+        raise DeployError(f"{source} has results schema {version!r}; this version of vit-deploy reads schemas "
+                          f"{', '.join(map(str, READABLE_SCHEMAS))} (re-run the benchmark to write one)")
+    if version == 2:
+        data = {**data, "schema": SCHEMA_VERSION, "environment": _environment_of_schema_2(data.get("environment"))}
     try:
         return _DOCUMENT.validate_python(data)
     except ValidationError as exc:
         raise DeployError(f"{source} is not a valid results file: {_first_problem(exc, data)}") from None
+
+
+def _environment_of_schema_2(env: Any) -> Any:
+    if not isinstance(env, dict):
+        return env
+    runtimes = {key.split(":", 1)[1]: value for key, value in env.items() if key.startswith("runtime:")}
+    return {**{k: v for k, v in env.items() if not k.startswith("runtime:")}, "runtimes": runtimes}
 
 
 def _first_problem(exc: ValidationError, data: dict[str, Any]) -> str:

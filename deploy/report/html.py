@@ -137,16 +137,17 @@ def _profiled(rows: list[LabelledRow]) -> list[ProfiledCell]:
 def _environment_html(header: FileHeader) -> str:
     document = header.document
     env, settings = document.environment, document.settings
-    device = env.get("device") or {}
+    device = env.device or {}
     cpu = device.get("cpu") or {}
     facts = {
         "file": header.file, "created": document.created, "complete": document.complete,
-        "device profile": device.get("profile"), "processor": env.get("processor"),
-        "cores / threads": f"{env.get('cpu_count')} / {cpu.get('threads', env.get('threads'))}",
+        "device profile": device.get("profile"), "processor": env.processor,
+        "cores / threads": f"{env.cpu_count} / {cpu.get('threads', env.threads)}",
         "governor": device.get("governor"), "nvpmodel": device.get("nvpmodel"),
         "jetson_clocks": (device.get("jetson_clocks") or {}).get("on") if device.get("jetson_clocks") else None,
         "gpu": (device.get("gpu") or {}).get("name") if device.get("gpu") else None,
-        "runtimes": ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in env.items() if k.startswith("runtime:") and v),
+        "runtimes": ", ".join(f"{name} {version}" for name, version in env.runtimes.items() if version),
+        "vit-deploy": env.vit_deploy,
         "timing": (f"warm-up {settings.warmup_s} s, "
                    + (f"{settings.duration_s} s per cell" if settings.duration_s else f"{settings.runs} runs per cell")
                    + f", {settings.buffers} input buffers"),
@@ -172,7 +173,7 @@ def _fidelity_html(series: Series, table: list[FidelityRow], baseline: str) -> s
 
 
 def _contention_html(headers: list[FileHeader], rows: list[LabelledRow]) -> str:
-    cores = max((h.document.environment.get("cpu_count") or 0 for h in headers), default=0)
+    cores = max((h.document.environment.cpu_count or 0 for h in headers), default=0)
     busy = contended([labelled.row for labelled in rows], cores)
     if not busy:
         return ""
