@@ -6,4 +6,9 @@ on verified engines, benchmark results and predictions. The Python API is the st
 The command line is `python -m deploy` (`deploy.cli`).
 """
 
-__version__ = "0.2.0"  # the one place the version is written (pyproject reads it); manifests and results record it
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # pyproject.toml is the one place the version is written; manifests and results record it
+    __version__ = version("vit-deploy")
+except PackageNotFoundError:  # a source tree that was never installed (the README installs it)
+    __version__ = "0+unknown"

@@ -33,9 +33,7 @@ if TYPE_CHECKING:
 from ..timing import LatencyStats, NonNegative, Positive
 from .settings import BenchSettings
 
-SCHEMA_VERSION = 3
-# Schema 2 wrote the runtimes' versions as "runtime:<target>" keys of `environment`; it reads as schema 3.
-READABLE_SCHEMAS = (2, 3)
+SCHEMA_VERSION = 2
 # unavailable: the runtime is not installed here; unverified: built, but it cannot run here (no parity, no latency).
 Status = Literal["ok", "failed", "unavailable", "unverified"]
 
@@ -223,22 +221,24 @@ def parse_results(data: Any, source: str) -> ResultsDocument:
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
         raise DeployError(f"{source} is not a results JSON (no 'results' list)")
     version = data.get("schema")
-    if version not in READABLE_SCHEMAS:
-        raise DeployError(f"{source} has results schema {version!r}; this version of vit-deploy reads schemas "
-                          f"{', '.join(map(str, READABLE_SCHEMAS))} (re-run the benchmark to write one)")
-    if version == 2:
-        data = {**data, "schema": SCHEMA_VERSION, "environment": _environment_of_schema_2(data.get("environment"))}
+    if version != SCHEMA_VERSION:
+        raise DeployError(f"{source} has results schema {version!r}; this version of vit-deploy reads schema "
+                          f"{SCHEMA_VERSION} (re-run the benchmark to write one)")
+    if isinstance(data.get("environment"), dict):
+        data = {**data, "environment": _runtimes_of_old_files(data["environment"])}
     try:
         return _DOCUMENT.validate_python(data)
     except ValidationError as exc:
         raise DeployError(f"{source} is not a valid results file: {_first_problem(exc, data)}") from None
 
 
-def _environment_of_schema_2(env: Any) -> Any:
-    if not isinstance(env, dict):
+def _runtimes_of_old_files(env: dict[str, Any]) -> dict[str, Any]:
+    """Files written before the environment was typed held each runtime's version as a "runtime:<target>" key."""
+    old = {key.split(":", 1)[1]: value for key, value in env.items() if key.startswith("runtime:")}
+    if not old:
         return env
-    runtimes = {key.split(":", 1)[1]: value for key, value in env.items() if key.startswith("runtime:")}
-    return {**{k: v for k, v in env.items() if not k.startswith("runtime:")}, "runtimes": runtimes}
+    kept = {k: v for k, v in env.items() if not k.startswith("runtime:")}
+    return {**kept, "runtimes": {**old, **env.get("runtimes", {})}}
 
 
 def _first_problem(exc: ValidationError, data: dict[str, Any]) -> str:

@@ -12,6 +12,8 @@ import numpy as np
 from models import LoadedModel, ModelRequest
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from runtimes import Backend, BuildOptions, ModelSource, RuntimeOptions
 
     from ..data.datasets import LabeledSet
@@ -53,10 +55,15 @@ class ExportRequest:
 
 @dataclass(frozen=True)
 class ExportResult:
-    artifact_dir: Path  # where the engine was published (`<target>-<precision>.failed` when kept ungated)
+    artifact_dir: Path  # where the engine was published
     manifest: Manifest
-    model: LoadedModel
+    loaded: LoadedModel  # the model as built, with its card
     verdict: Verdict
+
+    @property
+    def model(self) -> nn.Module:
+        """The PyTorch module the engine was exported from (unfolded): the parity reference."""
+        return self.loaded.module
 
     @property
     def exit_code(self) -> int:
