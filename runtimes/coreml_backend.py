@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import platform
 import time
 from collections import Counter
@@ -57,10 +56,6 @@ from .base import (
 )
 from .options import RuntimeOptions, options_for
 from .profiling import NodeTime, ProfileRequest, RuntimeProfile
-
-# coremltools logs a warning on every import for each macOS-only native module it cannot load on Linux
-# and for each untested torch/scikit-learn version: noise in every CLI run. Its errors still show.
-logging.getLogger("coremltools").setLevel(logging.ERROR)
 
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 BATCH_SHAPES = ("static", "enumerated")

@@ -117,3 +117,15 @@ def test_bench_marks_missing_runtime_unavailable(tmp_path, monkeypatch):
     row = json.loads(results.read_text())["results"][0]
     assert row["status"] == "unavailable" and "not installed" in row["error"]
     assert row["latency_ms"] is None
+
+
+def test_a_command_that_imports_the_runtimes_prints_no_third_party_import_warnings():
+    """`doctor` imports every runtime: torchao's CUDA-kernel and pytree lines and coremltools' version lines stay out
+    of a normal run (filtered by logger and message); --debug shows them, which proves the filter hides them."""
+    from runtimes.import_noise import NOISE
+
+    normal, debug = run_cli("doctor"), run_cli("--debug", "doctor")
+    assert normal.returncode == debug.returncode == 0, normal.stderr + debug.stderr
+    assert normal.stderr.strip() == "", normal.stderr
+    if not any(n.fragment in debug.stderr for n in NOISE):
+        pytest.skip("this install's libraries print none of the known import warnings")
