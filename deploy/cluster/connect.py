@@ -101,9 +101,10 @@ def _keep_loopback(address: str) -> None:
 
     Ray in cluster mode (Linux's default) dials a loopback address as this machine's outside address, where
     such a head (started with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0) does not listen: ray.init then retried
-    for 14 minutes. Every node of such a cluster is on this machine, so the driver may stay on loopback too.
-    A head that listens on every interface keeps Ray's default: its nodes may be elsewhere and must reach
-    the driver at its outside address. Ray reads the setting when it is imported, so this comes first.
+    (20 tries of about 40 s, a `Failed to connect to GCS` line each). Every node of such a cluster is on this
+    machine, so the driver may stay on loopback too. A head that listens on every interface keeps Ray's
+    default: its nodes may be elsewhere and must reach the driver at its outside address. Ray reads the
+    setting when it is imported, so this comes first.
     """
     host, port = _split(address)
     if "ray" not in sys.modules and LOCAL_ONLY_ENV not in os.environ and _is_loopback(host) \
@@ -128,7 +129,7 @@ def cluster_id(address: str, timeout_s: float = GCS_TIMEOUT_S) -> str:
     """The id of the cluster whose control store (GCS) answers at `address`, within `timeout_s`.
 
     Asked in a child process: Ray's client retries a port that accepts connections but is no GCS (the
-    dashboard's, a stale forward) for about 14 minutes, printing a warning every 40 s, and cannot be
+    dashboard's, a stale forward) 20 times for about 40 s each, printing a warning each time, and cannot be
     abandoned half-connected in this one; the child is killed at the deadline and its output kept off the
     terminal. It costs one Ray import (about a second).
     """

@@ -29,8 +29,9 @@ class NodeAnswer:
 def cluster_doctor(address: str, profiles: Sequence[Path] = (), timeout_s: float = 120.0) -> list[NodeAnswer]:
     """Every live node's answer; one that has not answered `timeout_s` after the probes went out says so.
 
-    A probe imports every runtime (Core ML's and ExecuTorch's imports take 10-25 s on a 2-core machine), and
-    nodes that share a machine share its cores: three test nodes on two busy cores took minutes.
+    A probe imports every runtime (Core ML's and ExecuTorch's imports took 22 and 13 s here, on 2 cores), and
+    nodes that share a machine share its cores: three test nodes on 2 cores beside three busy processes had
+    not answered after 300 s.
     """
     if not (math.isfinite(timeout_s) and timeout_s > 0):
         raise DeployError(f"--timeout {timeout_s:g}: give a number of seconds above 0")
