@@ -22,7 +22,9 @@ from ..errors import DeployError
 LABEL = "vit-deploy/device"  # the node label naming its device profile (by default the detected kind)
 SLOT = "bench_slot"  # one per device: the resource a group holds while it builds and times
 NAMESPACE = "vit-deploy"
-GCS_TIMEOUT_S = 20.0  # how long the head's control store may take to answer a first request
+# How long the child that asks the head's control store for its id may take, its Ray import included (about 2 s
+# alone here, several times that on a loaded 2-core machine); a GCS itself answers in milliseconds.
+GCS_TIMEOUT_S = 30.0
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's switch: "0" keeps a head and its driver on loopback
 INSTALL = "pip install -e .[cluster] (the same vit-deploy and Ray on the driver and on every node)"
 
@@ -131,7 +133,7 @@ def cluster_id(address: str, timeout_s: float = GCS_TIMEOUT_S) -> str:
     Asked in a child process: Ray's client retries a port that accepts connections but is no GCS (the
     dashboard's, a stale forward) 20 times for about 40 s each, printing a warning each time, and cannot be
     abandoned half-connected in this one; the child is killed at the deadline and its output kept off the
-    terminal. It costs one Ray import (about a second).
+    terminal. It costs one Ray import (1.7 s here against a live head).
     """
     try:
         done = subprocess.run([sys.executable, "-c", _CLUSTER_ID, address], capture_output=True, text=True,
@@ -175,8 +177,8 @@ def _current(ray: ModuleType, address: str) -> Cluster:
 def connected(address: str) -> Iterator[Cluster]:
     """Ray connected to the cluster at `address` for the block; a connection the caller already holds is reused.
 
-    Every step is bounded: nothing listening (at the address given or at the one Ray dials for it) and a
-    port that is no Ray control store are each one error line within seconds.
+    Every step is bounded: nothing listening (at the address given or at the one Ray dials for it) is one
+    error line within seconds, a port that is no Ray control store one line within GCS_TIMEOUT_S.
     """
     imported = sys.modules.get("ray")
     if imported is not None and imported.is_initialized():

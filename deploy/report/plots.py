@@ -119,7 +119,8 @@ def accuracy_figure(points: list[Point], batch: int, metric: str = "p50"):
     _plain_log_axes(ax, x=True, y=False)
     ax.set_xlabel(f"latency {metric} (ms)")
     ax.set_ylabel("top-1 (%)")
-    ax.set_title(f"Accuracy against latency (batch {batch}); hollow: published top-1")
+    hollow = "; hollow: published top-1" if not all(p.top1_measured for p in chosen) else ""
+    ax.set_title(f"Accuracy against latency (batch {batch}){hollow}")
     ax.grid(which="both", alpha=0.3)
     _legend_outside(ax)
     _label(ax, [(p.model, p.latency, p.top1) for p in _slowest_per_model(chosen) if p.top1 is not None],
