@@ -14,9 +14,11 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Annotated, Protocol
 
 import numpy as np
+from pydantic import Field
+from pydantic.dataclasses import dataclass as validated_dataclass
 
 from .data.images import seeded_batch
 
@@ -27,29 +29,47 @@ class Inferable(Protocol):
     def infer(self, feed: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]: ...
 
 
-@dataclass(frozen=True)
+# An hour of warm-up or of timed runs per cell at most: long enough for a soak test, short enough that a typo
+# (`--duration inf`, a NaN, which no clock ever passes) ends instead of running forever.
+MAX_SECONDS = 3600.0
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False, strict=True)]
+PositiveSeconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False, strict=True)]
+Count = Annotated[int, Field(ge=0, strict=True)]  # strict: neither `true` nor 2.5 is a count
+PositiveCount = Annotated[int, Field(ge=1, strict=True)]
+
+
+@validated_dataclass(frozen=True)
 class TimingSettings:
-    warmup_s: float = 1.0
-    min_warmup_runs: int = 3
-    runs: int = 50
-    duration_s: float | None = None  # set: timed runs go on this long (at least `min_runs`) instead of `runs`
-    min_runs: int = 5
-    buffers: int = 4
-    seed: int = 0
+    """How long to warm up and time an engine; every value is checked (type and range) when it is built."""
+
+    warmup_s: Seconds = 1.0
+    min_warmup_runs: Count = 3
+    runs: PositiveCount = 50
+    duration_s: PositiveSeconds | None = None  # set: timed runs go on this long (at least `min_runs`) instead
+    min_runs: PositiveCount = 5
+    buffers: PositiveCount = 4
+    seed: Count = 0
+
+
+# What a results file may hold as a measurement: a latency is finite and above 0 (perf_counter never stands
+# still for a whole inference), a spread or a total time may be 0. Checked on read (pydantic), so a NaN, an
+# inf or a negative time never reaches a report or a regression gate.
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 @dataclass(frozen=True)
 class LatencyStats:
     """Per-inference wall latency in ms: percentiles (numpy's linear interpolation), mean, population std."""
 
-    p50: float
-    p90: float
-    p95: float
-    p99: float
-    mean: float
-    std: float
-    min: float
-    max: float
+    p50: Positive
+    p90: Positive
+    p95: Positive
+    p99: Positive
+    mean: Positive
+    std: NonNegative
+    min: Positive
+    max: Positive
 
     @classmethod
     def of(cls, samples_ms: Sequence[float] | np.ndarray) -> LatencyStats:

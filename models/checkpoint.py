@@ -1,4 +1,5 @@
-"""Loading official checkpoints: safe unpickling, container unwrapping, strict key matching."""
+"""Loading checkpoints: safe unpickling (`.pth`, `.pt`, `.bin`), safetensors, container unwrapping, strict key
+matching."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import hashlib
 import pickle
 import re
-import zipfile
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,13 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _saved_by_torch(head: bytes) -> bool:
+    """Whether a file's first bytes are what torch.save writes: a zip archive (PyTorch >= 1.6) or a pickle of
+    protocol 2 to 5 (the legacy format). Anything else is refused before torch.load, whose unpickler reads text
+    or noise as opcodes and fails with whatever they lead to (`IndexError: pop from empty list`, KeyError ...)."""
+    return head.startswith(b"PK\x03\x04") or (len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
 def read_checkpoint(path: str | Path) -> Any:
     """`torch.load(weights_only=True)` with a clear error for every way a file can be wrong."""
     path = Path(path)
@@ -46,7 +54,18 @@ def read_checkpoint(path: str | Path) -> Any:
     if not path.is_file():
         raise CheckpointError(f"weights path {path} is not a file")
     try:
-        with torch.serialization.safe_globals(SAFE_CHECKPOINT_GLOBALS):
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read weights file {path}: {exc.strerror or exc}") from None
+    if not _saved_by_torch(head):
+        shown = "it is empty" if not head else f"it starts with {head!r}"
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({shown}, while torch.save writes a zip "
+                              "archive or a pickle): pass the .pth file the model was saved to")
+    try:
+        with torch.serialization.safe_globals(SAFE_CHECKPOINT_GLOBALS), warnings.catch_warnings():
+            # A legacy file pickled with protocol 3-5 loads, after a warning that only asks for bug reports.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch < 2.13: "Unsupported global: GLOBAL x.y"; 2.13: "unsupported GLOBAL x.y whose module x is blocked".
@@ -61,7 +80,7 @@ def read_checkpoint(path: str | Path) -> Any:
         raise CheckpointError(
             f"{path} is not a readable PyTorch checkpoint (corrupt or not a .pth file: {reason})"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:  # a corrupt pickle fails in whatever way its bytes lead the unpickler
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?): {first_line}"
@@ -111,7 +130,7 @@ def _summarise(names: list[str], limit: int = 6) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str = "the model") -> None:
     """Strict load that names every missing, unexpected and mis-shaped key in one error."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
@@ -130,7 +149,14 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
         problems.append(f"mis-shaped keys: {_summarise(misshaped, 4)}")
     if problems:
         raise CheckpointError(
-            "checkpoint does not match the model (wrong variant?): " + "; ".join(problems)
+            f"checkpoint does not match {what} (another variant or configuration?): " + "; ".join(problems)
+        )
+    # load_state_dict would copy a complex tensor into a real parameter, silently dropping its imaginary part.
+    complex_ = [f"{k} ({v.dtype})" for k, v in state_dict.items() if v.is_complex() and not expected[k].is_complex()]
+    if complex_:
+        raise CheckpointError(
+            f"checkpoint holds complex values in {len(complex_)} tensor(s) where the model's are real: "
+            f"{_summarise(complex_, 3)}; loading them would drop their imaginary parts (not weights for this model)"
         )
     model.load_state_dict(state_dict, strict=True)
 
@@ -144,6 +170,38 @@ def check_finite(state_dict: Mapping[str, torch.Tensor], path: str | Path) -> No
                               f"{_summarise(bad, 3)}; the checkpoint is corrupt or comes from a diverged run")
 
 
+SAFETENSORS_SUFFIX = ".safetensors"
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A `.safetensors` file's tensors (the safetensors library: no pickle at all)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist" if not path.exists()
+                              else f"weights path {path} is not a file")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable safetensors file (corrupt or truncated?): {detail}") from None
+
+
+def read_weights(path: Path, container_keys: Iterable[str] = ("model", "state_dict"),
+                 use_ema: bool | None = None) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
+    """The state dict in a checkpoint file of any supported format, and where it came from."""
+    path = Path(path)
+    if path.suffix == SAFETENSORS_SUFFIX:
+        if use_ema:
+            raise CheckpointError(f"{path} is a safetensors file: it holds one set of weights, so --ema does not apply")
+        state_dict, container_key = read_safetensors(path), None
+    else:
+        state_dict, container_key = unwrap_state_dict(read_checkpoint(path), container_keys, use_ema)
+    return state_dict, CheckpointInfo(path=str(path), sha256=file_sha256(path), container_key=container_key,
+                                      num_tensors=len(state_dict))
+
+
 def load_checkpoint(
     model: nn.Module,
     path: str | Path,
@@ -152,15 +210,10 @@ def load_checkpoint(
     state_dict_filter=None,
     use_ema: bool | None = None,
 ) -> CheckpointInfo:
-    raw = read_checkpoint(path)
-    state_dict, container_key = unwrap_state_dict(raw, container_keys, use_ema)
+    state_dict, info = read_weights(Path(path), container_keys, use_ema)
     if state_dict_filter is not None:
         state_dict = state_dict_filter(state_dict, model)
     check_finite(state_dict, path)
     load_state_dict_strict(model, state_dict)
-    return CheckpointInfo(
-        path=str(path),
-        sha256=file_sha256(path),
-        container_key=container_key,
-        num_tensors=len(state_dict),
-    )
+    return CheckpointInfo(path=info.path, sha256=info.sha256, container_key=info.container_key,
+                          num_tensors=len(state_dict))

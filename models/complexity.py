@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 def meta_model(name: str) -> nn.Module:
     """A zoo model on the meta device: shapes, parameter counts and MACs without allocating weights."""
-    from . import get_model_info
+    from .zoo import get_model_info
 
     with torch.device("meta"):
         return get_model_info(name).build()
@@ -40,6 +40,11 @@ def _to_meta(model: nn.Module) -> nn.Module:
     import copy
 
     return copy.deepcopy(model).to("meta")
+
+
+def on_meta(model: nn.Module) -> nn.Module:
+    """`model` itself if it is on the meta device, else a meta copy of it (shapes without weights)."""
+    return model if _is_meta(model) else _to_meta(model)
 
 
 def module_classes(model: nn.Module, path: str) -> tuple[str, ...]:

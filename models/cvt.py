@@ -25,15 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Mlp, init_vit_weights
+from .finetune import FineTuning
+from .layers import ActLayer, Mlp, QuickGELU, activation, init_vit_weights
 from .registry import ModelInfo, register_model
 
-
-class QuickGELU(nn.Module):
-    """`x * sigmoid(1.702 x)`: the activation the CvT checkpoints were trained with (not exact GELU)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
+__all__ = ["CvT", "QuickGELU", "cvt"]
 
 
 class ConvEmbed(nn.Module):
@@ -114,15 +110,15 @@ class ConvAttention(nn.Module):
 
 
 class CvTBlock(nn.Module):
-    """Pre-norm block: x + attn(norm1(x)), then x + mlp(norm2(x)), QuickGELU MLP."""
+    """Pre-norm block: x + attn(norm1(x)), then x + mlp(norm2(x)), QuickGELU MLP (the official checkpoints')."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, *, with_cls_token: bool,
-                 qkv_bias: bool = True, norm_eps: float = 1e-5):
+                 qkv_bias: bool = True, norm_eps: float = 1e-5, act_layer: ActLayer = QuickGELU):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = ConvAttention(dim, num_heads, with_cls_token=with_cls_token, qkv_bias=qkv_bias)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=QuickGELU)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer)
 
     def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), height, width)
@@ -134,7 +130,7 @@ class CvTStage(nn.Module):
 
     def __init__(self, in_chans: int, embed_dim: int, depth: int, num_heads: int, *, kernel: int,
                  stride: int, padding: int, with_cls_token: bool, mlp_ratio: float = 4.0,
-                 qkv_bias: bool = True, norm_eps: float = 1e-5):
+                 qkv_bias: bool = True, norm_eps: float = 1e-5, act_layer: ActLayer = QuickGELU):
         super().__init__()
         self.patch_embed = ConvEmbed(in_chans, embed_dim, kernel, stride, padding, norm_eps)
         self.with_cls_token = with_cls_token
@@ -142,7 +138,7 @@ class CvTStage(nn.Module):
             self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.blocks = nn.ModuleList(
             CvTBlock(embed_dim, num_heads, mlp_ratio, with_cls_token=with_cls_token,
-                     qkv_bias=qkv_bias, norm_eps=norm_eps)
+                     qkv_bias=qkv_bias, norm_eps=norm_eps, act_layer=act_layer)
             for _ in range(depth)
         )
 
@@ -162,7 +158,9 @@ class CvT(nn.Module):
     """Three `stage{i}` modules (official attribute names), final `norm` and `head`.
 
     Any input size works (no position embedding); the registered variants fix `img_size` only for
-    preprocessing and complexity counts.
+    preprocessing and complexity counts. `mlp_ratio` may be one per stage (Hugging Face's configs list it
+    so); `act` is `quick_gelu` for the official checkpoints and `gelu` for Hugging Face's port (see
+    docs/models.md, "Hugging Face folders").
     """
 
     def __init__(
@@ -176,13 +174,15 @@ class CvT(nn.Module):
         patch_sizes: tuple[int, ...] = (7, 3, 3),
         patch_strides: tuple[int, ...] = (4, 2, 2),
         patch_paddings: tuple[int, ...] = (2, 1, 1),
-        mlp_ratio: float = 4.0,
+        mlp_ratio: float | tuple[float, ...] = 4.0,
         qkv_bias: bool = True,
         norm_eps: float = 1e-5,
+        act: str = "quick_gelu",
     ):
         super().__init__()
         num_stages = len(embed_dims)
-        lengths = {len(t) for t in (depths, num_heads, patch_sizes, patch_strides, patch_paddings)}
+        ratios = tuple(mlp_ratio) if isinstance(mlp_ratio, (tuple, list)) else (mlp_ratio,) * num_stages
+        lengths = {len(t) for t in (depths, num_heads, patch_sizes, patch_strides, patch_paddings, ratios)}
         if lengths != {num_stages}:
             raise ValueError("CvT per-stage settings must all have one entry per stage")
         self.img_size = img_size
@@ -194,8 +194,8 @@ class CvT(nn.Module):
             stage = CvTStage(
                 in_chans if i == 0 else embed_dims[i - 1], embed_dims[i], depths[i], num_heads[i],
                 kernel=patch_sizes[i], stride=patch_strides[i], padding=patch_paddings[i],
-                with_cls_token=i == num_stages - 1, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                norm_eps=norm_eps,
+                with_cls_token=i == num_stages - 1, mlp_ratio=ratios[i], qkv_bias=qkv_bias,
+                norm_eps=norm_eps, act_layer=activation(act),
             )
             self.add_module(f"stage{i}", stage)
         self.norm = nn.LayerNorm(embed_dims[-1], eps=norm_eps)
@@ -228,6 +228,19 @@ def cvt(**kwargs: Any) -> CvT:
     return CvT(**kwargs)
 
 
+# No position embedding: the input size is not in a checkpoint, and any multiple of the total stride works.
+FINE_TUNING = FineTuning(
+    head_key="head.weight", stem_embedding=None, token_pixels=lambda config: 1,
+    size_multiple=lambda config: _stride(config), layout=lambda key, config: None)
+
+
+def _stride(config: Any) -> int:
+    stride = 1
+    for s in config.get("patch_strides", (4, 2, 2)):
+        stride *= s
+    return stride
+
+
 _CVT_13 = {"embed_dims": (64, 192, 384), "depths": (1, 2, 10), "num_heads": (1, 3, 6)}
 _CVT_21 = {"embed_dims": (64, 192, 384), "depths": (1, 4, 16), "num_heads": (1, 3, 6)}
 _CVT_W24 = {"embed_dims": (192, 768, 1024), "depths": (2, 2, 20), "num_heads": (3, 12, 16)}
@@ -246,9 +259,10 @@ def _register(name: str, config: dict[str, Any], img_size: int, params_m: float,
         params_m=params_m, macs_g=macs_g, input_size=(3, img_size, img_size),
         # 224: Resize(256) + CenterCrop(224); 384: CENTER_CROP False, a direct Resize((384, 384)).
         crop_pct=0.875 if img_size == 224 else 1.0, interpolation="bicubic",
+        resize="shorter" if img_size == 224 else "squash",
         published_top1=top1, published_source=source,
         published_macs_g=published_macs, published_params_m=published_params,
-        checkpoint_keys=_KEYS, notes=notes, extra=extra or {},
+        checkpoint_keys=_KEYS, notes=notes, extra=extra or {}, fine_tuning=FINE_TUNING,
     ))
 
 

@@ -20,11 +20,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import cvt as cvt_family
+from . import deit as deit_family
+from . import hvt as hvt_family
+from . import resnas as resnas_family
 from .cvt import cvt
 from .deit import deit
 from .hvt import hvt
 from .registry import ModelInfo, register_model
 from .resnas import HEAD, SPATIAL_REDUCTION, STEM, TRANSFORMER, NetworkDef, vit_resnas
+
+_FINE_TUNING = {"hvt": hvt_family.FINE_TUNING, "deit": deit_family.FINE_TUNING, "cvt": cvt_family.FINE_TUNING,
+                "resnas": resnas_family.FINE_TUNING}
 
 # Digits are mostly background: ink is ~31% of the mean intensity after bicubic upsampling (training split).
 DIGITS_MEAN = (0.31, 0.31, 0.31)
@@ -58,6 +65,7 @@ def _register(name: str, family: str, builder: Any, config: dict[str, Any], *, p
         # Held-out top-1 of the shipped weights (tests/test_digits.py re-measures it).
         published_top1=top1, published_source=_SOURCE,
         default_weights=f"weights/{name}.pth", reference_dataset="digits", notes=notes,
+        fine_tuning=_FINE_TUNING[family],
     ))
 
 

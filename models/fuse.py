@@ -75,3 +75,10 @@ def fuse_batchnorm(model: nn.Module) -> nn.Module:
 
 def is_batchnorm_fused(model: nn.Module) -> bool:
     return hasattr(model, FUSED_COUNT_ATTR)
+
+
+def folded(model: nn.Module) -> nn.Module:
+    """`model` with its BatchNorm folded (a copy), or `model` itself when it has none to fold."""
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        return model
+    return fuse_batchnorm(model)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .finetune import EmbedLayout, FineTuning
 from .layers import Block, PatchEmbed, init_vit_weights
 from .registry import ModelInfo, register_model
 
@@ -117,6 +118,19 @@ def hvt(**kwargs: Any) -> HVT:
     return HVT(**kwargs)
 
 
+def _layout(key: str, config: Any) -> EmbedLayout | None:
+    # The stem's embedding is a grid of patches; a pooling block's follows the 1-D pool over the raster sequence.
+    if key == "pos_embed":
+        return EmbedLayout("grid")
+    if key.startswith("blocks.") and key.endswith(".pos_embed"):
+        return EmbedLayout("sequence")
+    return None
+
+
+FINE_TUNING = FineTuning(
+    head_key="head.weight", stem_embedding="pos_embed", token_pixels=lambda config: config.get("patch_size", 16),
+    size_multiple=lambda config: config.get("patch_size", 16), layout=_layout)
+
 _SOURCE = "zhuang-group/HVT README (ImageNet-1k val top-1)"
 
 
@@ -129,7 +143,7 @@ def _register(name: str, heads: int, width: int | None, params_m: float, macs_g:
         params_m=params_m, macs_g=macs_g,
         published_top1=top1, published_source=_SOURCE,
         published_macs_g=published_macs, published_params_m=published_params,
-        aliases=aliases, notes=notes,
+        aliases=aliases, notes=notes, fine_tuning=FINE_TUNING,
     ))
 
 

@@ -7,13 +7,45 @@ Core ML (iOS 18+) maps it to its fused attention op when the scale is the defaul
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import ModelError
+
+ActLayer = Callable[[], nn.Module]
+
+
+class QuickGELU(nn.Module):
+    """`x * sigmoid(1.702 x)`: the activation the CvT checkpoints were trained with (not exact GELU)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+# Activation names as configs spell them (Hugging Face's `hidden_act` included) -> the module that computes it.
+ACTIVATIONS: dict[str, ActLayer] = {
+    "gelu": nn.GELU,
+    "gelu_tanh": functools.partial(nn.GELU, approximate="tanh"),
+    "gelu_new": functools.partial(nn.GELU, approximate="tanh"),
+    "gelu_pytorch_tanh": functools.partial(nn.GELU, approximate="tanh"),
+    "quick_gelu": QuickGELU,
+    "relu": nn.ReLU,
+}
+
+
+def activation(name: str) -> ActLayer:
+    """The MLP activation called `name`; one error listing the known ones."""
+    if name not in ACTIVATIONS:
+        raise ModelError(f"activation {name!r} is not supported; known: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
 
 class Mlp(nn.Module):
-    def __init__(self, in_features: int, hidden_features: int, act_layer: type[nn.Module] = nn.GELU):
+    def __init__(self, in_features: int, hidden_features: int, act_layer: ActLayer = nn.GELU):
         super().__init__()
         self.fc1 = nn.Linear(in_features, hidden_features)
         self.act = act_layer()
@@ -60,7 +92,7 @@ class Block(nn.Module):
         head_dim: int | None = None,
         qkv_bias: bool = True,
         norm_eps: float = 1e-6,
-        act_layer: type[nn.Module] = nn.GELU,
+        act_layer: ActLayer = nn.GELU,
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)

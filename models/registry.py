@@ -17,6 +17,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 if TYPE_CHECKING:  # the registry stays importable without torch: the CLI imports `models` for its errors
     from torch import nn
 
+    from .finetune import FineTuning
+
 StateDictFilter = Callable[[dict[str, Any], "nn.Module"], dict[str, Any]]
 
 
@@ -40,6 +42,7 @@ class ModelInfo:
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bicubic"
     crop_pct: float = 0.875
+    resize: str = "shorter"  # or "squash": both sides to size/crop_pct (see models.card.Preprocessing)
     published_top1: float | None = None
     published_source: str = ""
     published_macs_g: float | None = None
@@ -55,6 +58,8 @@ class ModelInfo:
     # its held-out images measure real accuracy, so low-precision engines are gated on it.
     reference_dataset: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # How a fine-tuned checkpoint of this family differs (classes, input size) and how to adapt it.
+    fine_tuning: FineTuning | None = None
 
     def build(self, **overrides: Any) -> nn.Module:
         return self.builder(**{**self.config, **overrides})

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .finetune import EmbedLayout, FineTuning
 from .layers import Block, check_image_size, init_vit_weights
 from .registry import ModelInfo, register_model
 
@@ -263,6 +264,24 @@ def drop_patch_head(state_dict: dict[str, Any], model: nn.Module) -> dict[str, A
     return {k: v for k, v in state_dict.items() if not k.startswith("patch_head.")}
 
 
+def _layout(key: str, config: Any) -> EmbedLayout | None:
+    # The stem's grid follows the cls token; each spatial reduction's new grid has no token in front.
+    if key == "pos_embed":
+        return EmbedLayout("grid", 1)
+    if key.startswith("blocks.") and key.endswith(".pos_embed"):
+        return EmbedLayout("grid")
+    return None
+
+
+def _size_multiple(config: Any) -> int:
+    reductions = sum(1 for block in config["network_def"] if block[0] == SPATIAL_REDUCTION)
+    return config.get("patch_size", 14) * 2**reductions  # each reduction halves an even token grid
+
+
+FINE_TUNING = FineTuning(
+    head_key="cls_head.weight", stem_embedding="pos_embed", token_pixels=lambda config: config.get("patch_size", 14),
+    size_multiple=_size_multiple, layout=_layout)
+
 _NOTES = ("published top-1 not retrieved: the repo gives no table (only fig/acc_mac.png) and the paper "
           "tables (arXiv 2109.00642) were not available; EMA weights load by default, as the official "
           "--eval does")
@@ -281,6 +300,7 @@ def _register(name: str, network_def: NetworkDef, params_m: float, macs_g: float
         checkpoint_keys=("model_ema", "model", "state_dict"),
         notes=_NOTES,
         extra={"network_def_source": f"yilunliao/vit-search@303e7c3 {script}"},
+        fine_tuning=FINE_TUNING,
     ))
 
 

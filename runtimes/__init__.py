@@ -21,7 +21,7 @@ BACKENDS: dict[str, str] = {
     "torch": "runtimes.torch_backend:TorchBackend",
     "onnxruntime": "runtimes.ort_backend:OrtBackend",
     "openvino": "runtimes.openvino_backend:OpenVINOBackend",
-    "tensorrt": "runtimes.tensorrt_backend:TensorRTBackend",
+    "tensorrt": "runtimes.tensorrt:TensorRTBackend",
     "coreml": "runtimes.coreml_backend:CoreMLBackend",
     "executorch": "runtimes.executorch_backend:ExecuTorchBackend",
 }

@@ -44,6 +44,7 @@ class Availability:
     devices: tuple[str, ...] = ()
     can_build: bool = False
     can_run: bool = False
+    providers: tuple[str, ...] = ()  # the execution providers this runtime has here (ONNX Runtime's)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,10 @@ class BuildResult:
     details: dict[str, Any] = field(default_factory=dict)
     # Batch sizes a static-shape engine accepts (Core ML); None for a dynamic batch.
     batches: tuple[int, ...] | None = None
+    # Whether this machine can run the engine even where its runtime runs (ExecuTorch's Core ML delegate on
+    # Linux cannot), and why not.
+    can_run_here: bool = True
+    run_reason: str | None = None
 
 
 class Runner(abc.ABC):

@@ -1,10 +1,7 @@
 """Core ML backend: nn.Module -> torch.export -> coremltools -> `model.mlpackage` (an ML program).
 
-Conversion works anywhere coremltools installs; prediction (`MLModel.predict`) exists only on macOS,
-so on Linux the artifact is built and checked through `describe_mlprogram` instead of run.
-
-Why torch.export and not jit.trace: with torch 2.13 and coremltools 9.0, converting a traced HVT
-failed on a reshape with traced sizes, while the exported, decomposed program converted.
+Conversion works anywhere coremltools installs (`coreml_convert`); prediction (`MLModel.predict`) exists only on
+macOS, so on Linux the artifact is built and checked through `describe_mlprogram` instead of run.
 
 Precisions: fp16 (Core ML's default, the only one the Neural Engine runs), fp32 (keeps the model
 off the Neural Engine), int8 (fp16 compute with int8 linear-symmetric weights from
@@ -15,11 +12,6 @@ instead exports a dynamic batch and converts it to `ct.EnumeratedShapes` over ev
 Inputs and outputs stay fp32 (a cast is inserted), so callers feed the same arrays as to every
 other backend.
 
-coremltools >= 8.2 (the `coreml` extra): 8.0 asserts that `inputs` is None for an `ExportedProgram`, and 8.1
-accepts named inputs but keeps the program's argument name (seen with torch 2.13: "x", not "input"). The
-converted program's input and output names are checked after conversion, so a coremltools that names them
-otherwise is one error, not a model the export stage cannot feed.
-
 Profiles (macOS only): Core ML exposes no per-operation times, only its compute plan (`MLComputePlan`):
 each operation's estimated share of the work and the device it is planned on. A profile spreads the
 measured median wall time of a second, separately loaded model over the operations by those shares, and
@@ -28,12 +20,9 @@ says so in its notes.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import platform
 import time
-from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,112 +43,31 @@ from .base import (
     check_batches,
     first_line,
 )
+from .coreml_convert import (
+    COMPUTE_UNITS,
+    QUANTIZED_WEIGHT_OPS,
+    compute_units,
+    convert,
+    deployment_target,
+    describe_mlprogram,
+    quantize_weights,
+)
 from .options import RuntimeOptions, options_for
 from .profiling import NodeTime, ProfileRequest, RuntimeProfile
 
-COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 BATCH_SHAPES = ("static", "enumerated")
 RUN_REASON = "Core ML prediction runs only on macOS"
 # coremltools' default: weight tensors with fewer elements stay fp16 (small layers gain nothing).
 DEFAULT_WEIGHT_THRESHOLD = 2048
-QUANTIZED_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
 
 
 def can_predict_here() -> bool:
     return platform.system() == "Darwin"
 
 
-def compute_units(name: str | None):
-    import coremltools as ct
-
-    name = (name or "ALL").upper()
-    if name not in COMPUTE_UNITS:
-        raise RuntimeAdapterError(f"Core ML compute_units {name!r} is not one of {', '.join(COMPUTE_UNITS)}")
-    return ct.ComputeUnit[name]
-
-
-def deployment_target(name: str | None):
-    """`ct.target` member for a name like "iOS17" or "macOS15"; None keeps coremltools' default."""
-    import coremltools as ct
-
-    if name is None:
-        return None
-    targets = ct.target.__members__
-    if name not in targets:
-        raise RuntimeAdapterError(
-            f"Core ML minimum_deployment_target {name!r} is unknown; use one of {', '.join(targets)}"
-        )
-    return targets[name]
-
-
 def static_batch(batch) -> int:
     """The batch a static Core ML program is built for: the first one listed (1 if none)."""
     return check_batches(batch or (1,))[0]
-
-
-def _dtype_name(proto_value: int) -> str:
-    from coremltools.proto import MIL_pb2
-
-    return MIL_pb2.DataType.Name(proto_value).lower()
-
-
-def _walk_ops(block):
-    """All operations of a MIL block, including those in nested blocks (cond, while_loop)."""
-    for op in block.operations:
-        yield op
-        for inner in op.blocks:
-            yield from _walk_ops(inner)
-
-
-def _feature(feature) -> dict[str, Any]:
-    from coremltools.proto import FeatureTypes_pb2
-
-    array = feature.type.multiArrayType
-    dtype = FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(array.dataType).lower()
-    info = {"name": feature.name, "shape": tuple(int(d) for d in array.shape), "dtype": dtype}
-    if array.HasField("enumeratedShapes"):
-        info["enumerated_shapes"] = [tuple(int(d) for d in s.shape) for s in array.enumeratedShapes.shapes]
-    return info
-
-
-def describe_mlprogram(path: str | Path) -> dict[str, Any]:
-    """What a converted ML program contains: ops, inputs/outputs and compute precision.
-
-    Reads the spec only (no model load), so it works on Linux where prediction does not.
-    """
-    import coremltools as ct
-
-    try:
-        spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
-    except Exception as exc:
-        raise EngineLoadError(f"cannot read {path} as a Core ML model: {first_line(exc)}") from None
-    if spec.WhichOneof("Type") != "mlProgram":
-        raise EngineLoadError(f"{path} is a Core ML {spec.WhichOneof('Type')}, not an ML program")
-    function = spec.mlProgram.functions["main"]
-    ops = list(_walk_ops(function.block_specializations[function.opset]))
-    op_counts = Counter(op.type for op in ops)
-    dtypes = Counter(_dtype_name(out.type.tensorType.dataType) for op in ops if op.type != "const"
-                     for out in op.outputs if out.type.WhichOneof("type") == "tensorType")
-    return {
-        "spec_version": spec.specificationVersion,
-        "opset": function.opset,
-        "inputs": [_feature(f) for f in spec.description.input],
-        "outputs": [_feature(f) for f in spec.description.output],
-        "ops": dict(op_counts),
-        "op_types": sorted(op_counts),
-        "activation_dtypes": dict(dtypes),
-        "precision": _precision(dtypes),
-        "quantized_weights": any(op in op_counts for op in QUANTIZED_WEIGHT_OPS),
-        "fused_attention": "scaled_dot_product_attention" in op_counts,
-    }
-
-
-def _precision(dtypes: Counter) -> str:
-    floats = {name for name in dtypes if name.startswith(("float", "bfloat"))}
-    # fp16 programs keep fp32 only at the casts around fp32 inputs and outputs.
-    if "float16" in floats:
-        return "fp16"
-    return "fp32" if "float32" in floats else "unknown"
 
 
 @dataclass(frozen=True)
@@ -280,10 +188,10 @@ class CoreMLBackend(Backend):
         batch, batches = batch_plan(options)
         target_name = settings.minimum_deployment_target
         units_name = settings.compute_units
-        mlmodel = _convert(source, batch, batches, options.precision, compute_units(units_name),
+        mlmodel = convert(source, batch, batches, options.precision, compute_units(units_name),
                            deployment_target(target_name))
         if options.precision == "int8":
-            mlmodel = _quantize_weights(mlmodel, settings.int8_weight_threshold)
+            mlmodel = quantize_weights(mlmodel, settings.int8_weight_threshold)
         path = Path(out_dir) / self.engine_file
         mlmodel.save(str(path))
         described = describe_mlprogram(path)
@@ -291,7 +199,9 @@ class CoreMLBackend(Backend):
         details = {"batch": batch, "batches": batches, "compute_units": units_name,
                    "minimum_deployment_target": target_name or "coremltools default",
                    **_build_details(described, options.precision, units_name)}
-        return BuildResult(files=(self.engine_file,), details=details, batches=tuple(batches))
+        here = can_predict_here()
+        return BuildResult(files=(self.engine_file,), details=details, batches=tuple(batches), can_run_here=here,
+                           run_reason=None if here else "Core ML predicts only on macOS")
 
     def load(self, artifact_dir: Path, engine_file: str, options: BuildOptions,
              input_specs: list[TensorSpec] | None = None, output_names: list[str] | None = None) -> Runner:
@@ -325,97 +235,8 @@ def _build_details(described: dict[str, Any], precision: str, units_name: str) -
         "weights": {"fp32": "fp32", "fp16": "fp16", "int8": "int8 linear_symmetric"}[precision],
         "quantized_weight_tensors": sum(ops.get(op, 0) for op in QUANTIZED_WEIGHT_OPS),
         "inputs": described["inputs"], "outputs": described["outputs"],
-        "fused_attention": described["fused_attention"], "can_run_here": can_predict_here(),
+        "fused_attention": described["fused_attention"],
     }
     if precision == "fp32" and units_name in ("ALL", "CPU_AND_NE"):
         details["note"] = "fp32 programs do not run on the Neural Engine; Core ML uses CPU/GPU"
     return details
-
-
-def _convert(source: ModelSource, batch: int, batches: list[int], precision: str, units, target):
-    """ct.convert of the exported module; several `batches` make the batch dim enumerated."""
-    import coremltools as ct
-    import torch
-
-    # A batch-1 example would specialise a dynamic batch dim to 1: trace with the largest one.
-    example_batch = max(batches) if len(batches) > 1 else batch
-    example = tuple(torch.zeros(spec.shape_at(example_batch), dtype=getattr(torch, spec.dtype))
-                    for spec in source.input_specs)
-    dynamic = None
-    if len(batches) > 1:
-        dim = torch.export.Dim("batch", min=min(batches), max=max(batches))
-        dynamic = tuple({0: dim} for _ in example)
-    try:
-        with torch.inference_mode(False), torch.no_grad():
-            program = torch.export.export(source.module.eval(), example,
-                                          dynamic_shapes=dynamic).run_decompositions({})
-    except Exception as exc:
-        hint = "; try batch_shapes='static'" if dynamic else ""
-        raise RuntimeAdapterError(f"torch.export failed for Core ML: {first_line(exc)}{hint}") from exc
-    if target is not None and target >= ct.target.iOS18:
-        fold_attention_scale(program)
-    inputs = [ct.TensorType(name=spec.name, shape=_input_shape(spec, batch, batches), dtype=np.float32)
-              for spec in source.input_specs]
-    outputs = [ct.TensorType(name=name, dtype=np.float32) for name in source.output_names]
-    compute = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
-    try:
-        with _quiet_progress():
-            return ct.convert(program, convert_to="mlprogram", inputs=inputs, outputs=outputs,
-                              compute_precision=compute, compute_units=units,
-                              minimum_deployment_target=target)
-    except Exception as exc:
-        raise RuntimeAdapterError(f"coremltools could not convert the model: {first_line(exc)}") from exc
-
-
-def fold_attention_scale(program) -> int:
-    """Pre-scale q where attention has an explicit `scale`, so iOS 18 keeps it as one fused op.
-
-    coremltools lowers `aten.scaled_dot_product_attention` to Core ML's fused op only without a `scale`
-    argument (its torch frontend decomposes it into matmul + softmax otherwise); the fused op scales by
-    1/sqrt(head_dim). CvT's official scale is dim ** -0.5 over the stage width, so q * (scale * sqrt(head_dim))
-    with the default scale is the same attention. Returns the number of attention nodes rewritten.
-    """
-    import torch
-
-    sdpa = torch.ops.aten.scaled_dot_product_attention.default
-    graph, changed = program.graph_module.graph, 0
-    for node in list(graph.nodes):
-        scale = node.kwargs.get("scale") if node.target is sdpa else None
-        if not isinstance(scale, float) or len(node.args) > 3 or set(node.kwargs) - {"scale"}:
-            continue  # no explicit scale, or a mask/dropout/causal argument: left as it is
-        query = node.args[0]
-        factor = scale * float(query.meta["val"].shape[-1]) ** 0.5
-        with graph.inserting_before(node):
-            scaled = graph.call_function(torch.ops.aten.mul.Tensor, (query, factor))
-        scaled.meta["val"] = query.meta["val"]
-        node.args = (scaled, *node.args[1:])
-        node.kwargs = {}
-        changed += 1
-    if changed:
-        program.graph_module.recompile()
-    return changed
-
-
-def _input_shape(spec: TensorSpec, batch: int, batches: list[int]):
-    import coremltools as ct
-
-    if len(batches) == 1:
-        return spec.shape_at(batch)
-    return ct.EnumeratedShapes(shapes=[spec.shape_at(b) for b in batches],
-                               default=spec.shape_at(batch))
-
-
-def _quantize_weights(mlmodel, weight_threshold: int):
-    import coremltools.optimize.coreml as cto
-
-    config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
-        mode="linear_symmetric", dtype="int8", weight_threshold=int(weight_threshold)))
-    with _quiet_progress():
-        return cto.linear_quantize_weights(mlmodel, config=config)
-
-
-@contextlib.contextmanager
-def _quiet_progress() -> Iterator[None]:
-    """coremltools draws tqdm progress bars on stderr for every pass: keep the CLI's output to what was asked."""
-    with contextlib.redirect_stderr(io.StringIO()):
-        yield

@@ -14,7 +14,8 @@ def runtime_report() -> list[dict[str, Any]]:
         extra = getattr(backend, "pip_extra", None)
         rows.append({
             "runtime": name, "installed": status.available, "version": status.version,
-            "devices": list(status.devices), "can_build": status.can_build, "can_run": status.can_run,
+            "devices": list(status.devices), "providers": list(status.providers),
+            "can_build": status.can_build, "can_run": status.can_run,
             "precisions": list(getattr(backend, "precisions", ())), "reason": status.reason,
             "install": f"pip install -e .[{extra}]" if extra else "(default install)",
             "options": backend.options_type().to_json() if backend else {},
@@ -41,10 +42,13 @@ def format_report(rows: list[dict[str, Any]]) -> str:
                      f"precisions={','.join(row['precisions'])}")
         if row["devices"]:
             lines.append(f"{'':<12} devices: {', '.join(row['devices'])}")
+        if row["providers"]:
+            lines.append(f"{'':<12} providers here: {', '.join(row['providers'])}")
         if row["reason"]:
             lines.append(f"{'':<12} why: {row['reason']}")
         if row["options"]:
-            defaults = ", ".join(f"{k}={v}" for k, v in row["options"].items())
+            defaults = ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+                                 for k, v in row["options"].items())
             lines.append(f"{'':<12} --option (defaults): {defaults}")
         if not row["installed"]:
             lines.append(f"{'':<12} install: {row['install']}")

@@ -244,12 +244,10 @@ class ExecuTorchBackend(Backend):
             lowered.etrecord.save(str(out / ETRECORD_FILE))
             files.append(ETRECORD_FILE)
         reason = run_reason(settings.delegate)
-        details = {"delegate": settings.delegate, "batch_mode": plan.mode, "methods": plan.methods,
-                   **lowered.details, "can_run_here": not reason}
-        if reason:
-            details["run_reason"] = reason
+        details = {"delegate": settings.delegate, "batch_mode": plan.mode, "methods": plan.methods, **lowered.details}
         return BuildResult(files=tuple(files), details=details,
-                           batches=None if plan.dynamic else tuple(sorted(plan.methods.values())))
+                           batches=None if plan.dynamic else tuple(sorted(plan.methods.values())),
+                           can_run_here=not reason, run_reason=reason or None)
 
     def load(self, artifact_dir: Path, engine_file: str, options: BuildOptions,
              input_specs: list[TensorSpec] | None = None, output_names: list[str] | None = None) -> Runner:

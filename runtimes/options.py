@@ -36,7 +36,8 @@ class RuntimeOptions:
         return cls(**{name: _convert(value, hints[name], f"{source}: {name}") for name, value in values.items()})
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {name: list(value) if isinstance(value, tuple) else value
+                for name, value in dataclasses.asdict(self).items()}
 
 
 def options_for(options: RuntimeOptions | None, kind: type[O], runtime: str) -> O:
@@ -49,20 +50,34 @@ def options_for(options: RuntimeOptions | None, kind: type[O], runtime: str) -> 
 
 
 def _convert(value: object, annotation: Any, where: str) -> object:
-    """`value` as one of the types `annotation` allows (bool, int, float, str, None); an error otherwise."""
+    """`value` as one of the types `annotation` allows (bool, int, float, str, None, a tuple of str); an error
+    otherwise."""
     allowed = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
     for kind in allowed:
         converted = _as(value, kind)
         if converted is not _NO:
             return converted
-    names = " or ".join("none" if k is type(None) else getattr(k, "__name__", str(k)) for k in allowed)
+    names = " or ".join(_type_name(k) for k in allowed)
     raise RuntimeAdapterError(f"{where} must be {names}, not {value!r}")
+
+
+def _type_name(kind: Any) -> str:
+    if kind is type(None):
+        return "none"
+    if typing.get_origin(kind) is tuple:
+        return "a comma-separated list"
+    return getattr(kind, "__name__", str(kind))
 
 
 _NO = object()
 
 
 def _as(value: object, kind: Any) -> object:
+    if typing.get_origin(kind) is tuple:  # tuple[str, ...]: "a,b" on the command line, a list from JSON or TOML
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
+            return _NO
+        return tuple(item.strip() for item in items if item.strip())
     if kind is type(None):
         return None if value is None or (isinstance(value, str) and value.lower() in ("none", "")) else _NO
     if kind is bool:

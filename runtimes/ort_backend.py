@@ -1,4 +1,11 @@
-"""ONNX Runtime backend (CPU execution provider): the engine is the rewritten ONNX file itself.
+"""ONNX Runtime backend: the engine is the rewritten ONNX file itself, run on the execution providers its
+options name (`runtimes.ort_providers`: CPU by default; CUDA, TensorRT, OpenVINO with their wheels).
+
+ONNX Runtime drops a provider it cannot use without failing, so every session's providers are checked against
+the ones asked for: `build` opens one when a provider other than the CPU is asked for and records what it runs
+on (`providers`, beside `requested_providers` and `provider_options`, in the build details), and every runner
+checks its own session again, since an artifact may be loaded on another machine. A session that fell back is
+refused, or with `on_fallback=warn` logged and recorded (`fallback`).
 
 Profiles come from ORT's own profiler: a second session with `SessionOptions.enable_profiling`, whose
 trace JSON holds each kernel's time per run (`<node>_kernel_time` events inside each `model_run`). ORT
@@ -9,6 +16,7 @@ runs its own optimized graph (fusions, NCHWc layout nodes), so that session also
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -30,44 +38,43 @@ from .base import (
     TensorSpec,
     first_line,
 )
-from .ort_kernels import traced_nodes
+from .options import options_for
+from .ort_providers import OrtOptions, ProviderCheck, check_providers, provider_settings, session_providers
+from .ort_trace import traced_nodes
 from .profiling import NodeTime, ProfileRequest, RuntimeProfile, SourceNode, trace_sources
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
               "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
+log = logging.getLogger(__name__)
 
 
 class OrtRunner(Runner):
     name = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int | None = None, providers: tuple[str, ...] = ()):
+    def __init__(self, path: Path, threads: int | None = None, settings: OrtOptions | None = None,
+                 precision: str = "fp32"):
         super().__init__()
         self.path = Path(path)
         self.threads = threads
-        self.providers = providers or ("CPUExecutionProvider",)
+        self.settings = settings or OrtOptions()
+        self.precision = precision
         self.session: Any = None
+        self.providers: ProviderCheck | None = None  # what the timed session runs on, once active
 
     def _session_options(self):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
-        return options
+        return session_options(self.threads)
 
     def _session(self, options):
-        import onnxruntime as ort
-
-        try:
-            return ort.InferenceSession(str(self.path), options, providers=list(self.providers))
-        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
-            raise EngineLoadError(
-                f"onnxruntime cannot load {self.path} (corrupt or incompatible ONNX?): {first_line(exc)}"
-            ) from None
+        session, _ = open_session(self.path, options, provider_settings(self.settings, self.precision, self.threads))
+        return session
 
     def _activate(self) -> None:
-        self.session = self._session(self._session_options())  # profiling stays off: this is the timed session
+        # Profiling stays off: this is the timed session.
+        requested = provider_settings(self.settings, self.precision, self.threads)
+        self.session, self.providers = open_session(self.path, self._session_options(), requested)
+        warning = check_providers(self.providers, self.settings.on_fallback)
+        if warning:
+            log.warning(warning)
         self.input_specs = [
             TensorSpec(i.name, tuple(d if isinstance(d, int) else (d or None) for d in i.shape),
                        _ORT_TYPES.get(i.type, "float32"))
@@ -109,6 +116,30 @@ class OrtRunner(Runner):
                               threads=self.threads)
 
 
+def session_options(threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return options
+
+
+def open_session(path: Path, options: Any, requested: list[tuple[str, dict[str, str]]]) -> tuple[Any, ProviderCheck]:
+    """An InferenceSession on the requested providers this build has, and what it was asked for and runs on."""
+    import onnxruntime as ort
+
+    available = tuple(ort.get_available_providers())
+    try:
+        session = ort.InferenceSession(str(path), options, providers=session_providers(requested, available))
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
+        raise EngineLoadError(
+            f"onnxruntime cannot load {path} (corrupt or incompatible ONNX?): {first_line(exc)}"
+        ) from None
+    return session, ProviderCheck(tuple(name for name, _ in requested), tuple(session.get_providers()), available)
+
+
 def _graph_nodes(path: Path) -> list[SourceNode]:
     import onnx
 
@@ -128,6 +159,7 @@ class OrtBackend(Backend):
     pip_extra = None  # part of the default install
     precisions = ("fp32", "fp16", "int8")
     source_kind = "onnx"
+    options_type = OrtOptions
     engine_file = "model.onnx"
 
     def availability(self) -> Availability:
@@ -136,8 +168,8 @@ class OrtBackend(Backend):
         except ImportError as exc:
             return Availability(False, None, f"onnxruntime is not installed ({exc})")
         providers = tuple(ort.get_available_providers())
-        return Availability(True, ort.__version__, "", providers, can_build=True,
-                            can_run="CPUExecutionProvider" in providers)
+        return Availability(True, ort.__version__, "", can_build=True, can_run="CPUExecutionProvider" in providers,
+                            providers=providers)
 
     def build(self, source: ModelSource, out_dir: Path, options: BuildOptions) -> BuildResult:
         self.check_precision(options.precision)
@@ -145,9 +177,26 @@ class OrtBackend(Backend):
         if options.precision == "int8" and not _has_qdq(onnx_path):
             raise RuntimeAdapterError("onnxruntime int8 runs a Q/DQ ONNX graph (the export stage's int8-qdq pass); "
                                       "this graph has no QuantizeLinear/DequantizeLinear nodes")
+        settings = options_for(options.runtime, OrtOptions, self.name)
+        requested = provider_settings(settings, options.precision, options.threads)
+        check = self._providers_here(onnx_path, requested, options.threads)
+        fallback = check_providers(check, settings.on_fallback)  # refuses here, before anything is written
         shutil.copyfile(onnx_path, out_dir / self.engine_file)
-        return BuildResult(files=(self.engine_file,), details={"providers": ["CPUExecutionProvider"]})
+        return BuildResult(files=(self.engine_file,), details={
+            "providers": list(check.active), "requested_providers": list(check.requested),
+            "provider_options": dict(requested), "fallback": fallback})
+
+    @staticmethod
+    def _providers_here(onnx_path: Path, requested: list[tuple[str, dict[str, str]]],
+                        threads: int | None) -> ProviderCheck:
+        """What a session of this graph runs on here. The CPU provider alone cannot fall back: no session."""
+        names = tuple(name for name, _ in requested)
+        if names == ("CPUExecutionProvider",):
+            return ProviderCheck(names, names, names)
+        _, check = open_session(onnx_path, session_options(threads), requested)
+        return check
 
     def load(self, artifact_dir: Path, engine_file: str, options: BuildOptions,
              input_specs: list[TensorSpec] | None = None, output_names: list[str] | None = None) -> Runner:
-        return OrtRunner(self.existing_engine(artifact_dir, engine_file), threads=options.threads)
+        return OrtRunner(self.existing_engine(artifact_dir, engine_file), threads=options.threads,
+                         settings=options_for(options.runtime, OrtOptions, self.name), precision=options.precision)

@@ -66,11 +66,11 @@ def measure(model: str, target: str, args: argparse.Namespace, cache: OnnxCache,
                         "passes": [p.name for p in (exported[variant].onnx.passes if exported[variant].onnx else [])
                                    if p.changed]}
     auto = exported["auto"].onnx.auto
-    row["auto_winner"] = auto["winner"]
-    row["auto_reason"] = auto["reason"]
+    row["auto_winner"] = auto.winner
+    row["auto_reason"] = auto.reason
     row["auto_candidates"] = [
-        {"label": c["label"], "status": c["status"], "score": c.get("latency_ms", {}).get("score"),
-         "same_as": c.get("same_as")} for c in auto["candidates"]]
+        {"label": c.label, "status": c.status, "score": c.latency_ms.score if c.latency_ms else None,
+         "same_as": c.same_as} for c in auto.candidates]
     return row
 
 

@@ -45,7 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deploy.bench.results import ResultRow, load_results  # noqa: E402
 from deploy.timing import LatencyStats, TimingSettings, input_feeds, interleaved_rounds, time_runner  # noqa: E402
 from runtimes.base import Runner  # noqa: E402
-from runtimes.ort_kernels import KernelReport, TraceSettings, isolated_kernels  # noqa: E402
+from runtimes.ort_kernels import KernelReport, isolated_kernels  # noqa: E402
+from runtimes.ort_trace import TraceSettings  # noqa: E402
 
 
 @contextlib.contextmanager

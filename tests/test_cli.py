@@ -129,3 +129,12 @@ def test_a_command_that_imports_the_runtimes_prints_no_third_party_import_warnin
     assert normal.stderr.strip() == "", normal.stderr
     if not any(n.fragment in debug.stderr for n in NOISE):
         pytest.skip("this install's libraries print none of the known import warnings")
+
+
+def test_export_target_help_names_every_target():
+    from deploy.cli.parser import build_parser
+    from runtimes import target_names
+
+    export = build_parser()._subparsers._group_actions[0].choices["export"]  # type: ignore[union-attr]
+    target = next(a for a in export._actions if "--target" in a.option_strings)
+    assert [name for name in target_names() if name not in target.help] == []

@@ -437,7 +437,7 @@ def test_bench_against_a_real_ray_head_on_loopback_runs_two_cells_into_one_resul
     default (cluster) mode dials 127.0.0.1 as this machine's outside address, where such a head does not listen:
     this retried 20 times, printing `Failed to connect to GCS` every 40 s, before the driver followed the head."""
     results = tmp_path / "farm.json"
-    done = _cli("bench", "hvt_digits", "--cluster", ray_head.address, "--device", REAL_LABEL, "--profiles",
+    done = _cli("bench", "hvt_digits", "--cluster", ray_head.address, "--device", REAL_LABEL, "--device-profiles",
                 str(ray_head.profiles), "--target", "torch", "--target", "onnxruntime", "--batch", "1", "--runs", "3",
                 "--warmup", "0", "--no-progress", "--out", str(tmp_path / "art"), "--json", str(results))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -460,7 +460,7 @@ def test_a_head_ray_would_dial_elsewhere_is_one_error_line_at_once(ray_head, tmp
     if check.stdout.strip() in ("", "127.0.0.1:1"):
         pytest.skip(f"Ray dials loopback as loopback on this machine (no outside address): {check.stdout.strip()}")
     start = time.monotonic()
-    done = _cli("bench", "hvt_digits", "--cluster", ray_head.address, "--device", REAL_LABEL, "--profiles",
+    done = _cli("bench", "hvt_digits", "--cluster", ray_head.address, "--device", REAL_LABEL, "--device-profiles",
                 str(ray_head.profiles), "--no-progress", "--out", str(tmp_path), "--json", str(tmp_path / "r.json"),
                 env={"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}, timeout_s=120)
     lines = done.stderr.strip().splitlines()

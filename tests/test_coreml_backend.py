@@ -17,7 +17,8 @@ from runtimes import (
     TensorSpec,
     get_backend,
 )
-from runtimes.coreml_backend import RUN_REASON, CoreMLOptions, describe_mlprogram, static_batch
+from runtimes.coreml_backend import RUN_REASON, CoreMLOptions, static_batch
+from runtimes.coreml_convert import describe_mlprogram
 
 ct = pytest.importorskip("coremltools", reason="the coreml extra is not installed: pip install -e .[coreml]")
 torch = pytest.importorskip("torch", reason="torch is needed to build the reference model")
@@ -222,7 +223,7 @@ class _ScaledAttention(torch.nn.Module):
 
 @pytest.mark.parametrize(("scale", "folded"), [(0.3, 1), (None, 0)])
 def test_fold_attention_scale_keeps_the_function(scale, folded):
-    from runtimes.coreml_backend import fold_attention_scale
+    from runtimes.coreml_convert import fold_attention_scale
 
     module, x = _ScaledAttention(scale).eval(), torch.randn(2, 5, 8)
     program = torch.export.export(module, (x,)).run_decompositions({})

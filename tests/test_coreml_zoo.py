@@ -26,7 +26,8 @@ from helpers import stage_heads
 
 import models
 from runtimes import BuildOptions, ModelSource, TensorSpec, get_backend
-from runtimes.coreml_backend import QUANTIZED_WEIGHT_OPS, CoreMLOptions, describe_mlprogram
+from runtimes.coreml_backend import CoreMLOptions
+from runtimes.coreml_convert import QUANTIZED_WEIGHT_OPS, describe_mlprogram
 
 ct = pytest.importorskip("coremltools", reason="the coreml extra is not installed: pip install -e .[coreml]")
 torch = pytest.importorskip("torch", reason="torch builds the zoo models")

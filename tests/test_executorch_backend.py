@@ -124,7 +124,7 @@ def enumerated(built):
 def test_static_methods_match_pytorch_and_xnnpack_takes_the_compute(backend, enumerated, model):
     out, result, _ = enumerated
     assert result.files == ("model.pte",) and result.batches == (1, 4)
-    assert result.details["batch_mode"] == "enumerated" and result.details["can_run_here"]
+    assert result.details["batch_mode"] == "enumerated" and result.can_run_here
     assert result.details["methods"] == {"forward": 1, "batch_4": 4}
     for n in (1, 4):
         x = batch_of(n, seed=n)
@@ -194,7 +194,7 @@ def test_coreml_delegate_builds_here_and_says_why_it_cannot_run(backend, built):
     delegation = result.details["delegation"]["forward"]
     assert delegation["backend"] == "CoreMLBackend" and delegation["subgraphs"] >= 1
     assert delegation["delegated_ops"].get("aten.linear.default")
-    assert result.details["can_run_here"] is False and "Core ML delegate" in result.details["run_reason"]
+    assert result.can_run_here is False and "Core ML delegate" in result.run_reason
     with pytest.raises(RuntimeUnavailableError, match="CoreMLBackend|delegates"):
         backend.load(out, result.files[0], options).activate()
 

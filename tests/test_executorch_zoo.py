@@ -112,7 +112,7 @@ def test_xnnpack_takes_every_matmul_and_convolution_of_each_family(name, tmp_pat
     the opt-in test above lowers), dynamic batch; every linear, batched matmul and convolution is delegated."""
     from helpers import stage_heads
 
-    from deploy.export.stage import fold_batchnorm
+    from models.fuse import folded as fold_batchnorm
     from runtimes import BuildOptions, ModelSource, TensorSpec, get_backend
 
     torch = pytest.importorskip("torch")

@@ -7,14 +7,9 @@ import pytest
 from helpers import small_hvt
 
 from runtimes import BuildOptions, EngineLoadError, ModelSource, RuntimeAdapterError, TensorSpec, get_backend
-from runtimes.openvino_backend import (
-    OpenVINOOptions,
-    check_device,
-    inference_precision,
-    one_line,
-    resolve_overflow_fix,
-    runtime_config,
-)
+from runtimes.openvino_backend import resolve_overflow_fix
+from runtimes.openvino_options import OpenVINOOptions, check_device, inference_precision, runtime_config
+from runtimes.openvino_runner import one_line
 
 ov = pytest.importorskip("openvino", reason="the openvino extra is not installed: pip install -e .[openvino]")
 torch = pytest.importorskip("torch", reason="torch is needed to build the reference model")

@@ -17,7 +17,8 @@ from deploy.export.onnx_export import clean_up, export_onnx
 from deploy.export.targets import TARGETS
 from deploy.passes import run_passes
 from models.complexity import count_macs
-from runtimes.ort_kernels import COMPUTE_OPS, SourceConvs, TracedNode, TraceSettings, isolated_kernels
+from runtimes.ort_kernels import COMPUTE_OPS, SourceConvs, isolated_kernels
+from runtimes.ort_trace import TracedNode, TraceSettings
 
 QUICK = TraceSettings(threads=1, runs=3, warmup=1)
 

@@ -112,27 +112,27 @@ def test_select_passes_measures_every_candidate_and_records_why(tiny_hvt_onnx, t
     base = get_target("onnxruntime")
     profile = dataclasses.replace(base, auto_candidates=(*base.auto_candidates, "+test-broken"))
     record = _select(model, proto, profile, tmp_path)
-    by_label = {c["label"]: c for c in record["candidates"]}
+    by_label = {c.label: c for c in record.candidates}
     assert list(by_label)[:2] == ["none", "default"]
-    assert by_label["+test-broken"]["status"] == "failed-parity"
-    assert record["winner"] != "+test-broken"
+    assert by_label["+test-broken"].status == "failed-parity"
+    assert record.winner != "+test-broken"
     for label, candidate in by_label.items():
         if label != "+test-broken":
-            assert candidate["status"] in ("ok", "same-graph"), candidate
-        if candidate["status"] == "ok":
-            assert candidate["parity"]["passed"] and candidate["latency_ms"]["score"] > 0
-            assert len(candidate["latency_ms"]["round_medians"]) == TINY.rounds
-    assert record["passes"] == by_label[record["winner"]]["passes"]
-    assert record["reason"] and record["settings"]["runs"] == TINY.runs
+            assert candidate.status in ("ok", "same-graph"), candidate
+        if candidate.status == "ok":
+            assert candidate.parity.passed and candidate.latency_ms.score > 0
+            assert len(candidate.latency_ms.round_medians) == TINY.rounds
+    assert record.passes == by_label[record.winner].passes
+    assert record.reason and record.settings["runs"] == TINY.runs
 
 
 def test_select_passes_for_fp16_appends_the_conversion(tiny_hvt_onnx, tmp_path):
     model, proto = tiny_hvt_onnx
     profile = dataclasses.replace(get_target("onnxruntime"), auto_candidates=())
     record = _select(model, proto, profile, tmp_path, precision="fp16")
-    assert record["appended"] == ["fp16-convert"]
-    for candidate in record["candidates"]:
-        assert candidate["changes"]["fp16-convert"] > 0 and candidate["parity"]["passed"]
+    assert record.appended == ["fp16-convert"]
+    for candidate in record.candidates:
+        assert candidate.changes["fp16-convert"] > 0 and candidate.parity.passed
 
 
 def test_export_with_passes_auto_records_the_candidates(tmp_path):
@@ -142,11 +142,11 @@ def test_export_with_passes_auto_records_the_candidates(tmp_path):
                                   autotune=TINY))
     onnx_record = result.manifest.onnx
     auto = onnx_record.auto
-    assert auto["winner"] in {c["label"] for c in auto["candidates"]}
-    assert [p.name for p in onnx_record.passes] == auto["passes"]
+    assert auto.winner in {c.label for c in auto.candidates}
+    assert [p.name for p in onnx_record.passes] == auto.passes
     assert result.manifest.parity.passed
     assert onnx.load(str(result.artifact_dir / "model.onnx"))
-    assert np.isfinite(auto["seconds"])
+    assert np.isfinite(auto.seconds)
 
 
 def test_passes_command_lists_every_pass_with_its_targets(capsys):

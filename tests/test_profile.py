@@ -17,9 +17,9 @@ from deploy.bench import BenchRequest, BenchSettings, ResultsFile, load_results,
 from deploy.bench import group as group_module
 from deploy.cli import main
 from deploy.diagnose.attribution import OTHER, Group, classify_macs, classify_nodes, runtime_group
-from deploy.diagnose.nodes import node_table
 from deploy.diagnose.profile import attribute
 from deploy.diagnose.records import PROFILE
+from deploy.export.node_map import node_table
 from deploy.export.onnx_export import clean_up, export_onnx
 from deploy.export.targets import TARGETS
 from deploy.passes import available_passes, run_passes, scopes
@@ -27,7 +27,7 @@ from deploy.passes.quantize import Calibration
 from models.complexity import count_macs, macs_by_module, module_classes
 from runtimes import NodeTime, RuntimeProfile, SourceNode
 from runtimes.profiling import fill_from_neighbours, trace_sources
-from runtimes.tensorrt_backend import layer_sources
+from runtimes.tensorrt.runner import layer_sources
 
 # ---------------------------------------------------------------- small models of the three hierarchical families
 

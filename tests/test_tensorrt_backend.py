@@ -31,26 +31,30 @@ from runtimes import (
     TensorSpec,
     get_backend,
 )
-from runtimes import tensorrt_backend as trtb
-from runtimes.tensorrt_backend import (
-    BuildPlan,
-    DeviceInfo,
-    DlaSettings,
-    GraphTypes,
-    TensorRTOptions,
-    build_serialized,
-    choose_route,
-    dla_settings,
+from runtimes.tensorrt import UNAVAILABLE_REASON, cuda
+from runtimes.tensorrt.build import build_serialized, pin_fp32_layers
+from runtimes.tensorrt.cache import (
+    engine_cache_dir,
     engine_cache_key,
-    inspect_onnx,
     key_digest,
     lookup_cached_engine,
-    make_plan,
-    optimisation_profile,
-    parse_version,
     read_sidecar,
     timing_cache_path,
     verify_sidecar,
+)
+from runtimes.tensorrt.cuda import DeviceInfo
+from runtimes.tensorrt.plan import (
+    BuildPlan,
+    DlaSettings,
+    GraphTypes,
+    TensorRTOptions,
+    choose_route,
+    dla_settings,
+    has_dla,
+    inspect_onnx,
+    make_plan,
+    optimisation_profile,
+    parse_version,
 )
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -81,7 +85,7 @@ def test_no_gpu_is_not_available(monkeypatch):
     status = get_backend("tensorrt").availability()
     assert not status.available and status.version == "10.13.3.9"
     assert status.reason == "no CUDA GPU is visible here"
-    monkeypatch.setattr(trtb, "import_cudart", lambda: None)
+    monkeypatch.setattr(cuda, "import_cudart", lambda: None)
     assert "cuda-python is not installed" in get_backend("tensorrt").availability().reason
 
 
@@ -206,7 +210,7 @@ def test_dla_settings():
         dla_settings(TensorRTOptions(dla_core=0), "fp32")
     with pytest.raises(RuntimeAdapterError, match="DLA core index"):
         dla_settings(TensorRTOptions.parse({"dla_core": "-1"}), "fp16")
-    assert [trtb.has_dla(v) for v in ((10, 16, 1), (11, 0, 0), (11, 3, 9), (11, 4, 0), (11, 4, 1))] == [
+    assert [has_dla(v) for v in ((10, 16, 1), (11, 0, 0), (11, 3, 9), (11, 4, 0), (11, 4, 1))] == [
         True, False, False, False, True]
 
 
@@ -317,7 +321,7 @@ def test_flag_route_pins_precision_and_output_types(monkeypatch, onnx_file, rele
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, trt.Logger())
     assert parser.parse_from_file(str(onnx_file))
-    pinned = trtb.pin_fp32_layers(trt, network)
+    pinned = pin_fp32_layers(trt, network)
     layers = [network.get_layer(i) for i in range(network.num_layers)]
     assert [layer.name for layer in layers if layer.precision == trt.float32 and
             layer.get_output_type(0) == trt.float32] == pinned == ["ln", "attn", "mean"]
@@ -406,7 +410,7 @@ def test_unusable_timing_cache_gives_a_fresh_one_and_one_warning(monkeypatch, on
     else:
         path.write_bytes(content)
     machine = trt_cases.install(monkeypatch, "10.13.3.9")
-    with caplog.at_level(logging.WARNING, logger="runtimes.tensorrt_backend"):
+    with caplog.at_level(logging.WARNING, logger="runtimes.tensorrt.build"):
         build_serialized(machine.trt, onnx_file, _plan((10, 13, 3), "fp32", timing=path), (10, 13, 3))
     assert [r.getMessage() for r in caplog.records] == [
         f"tensorrt: timing cache {path} {why}; starting a fresh one (the build overwrites it)"]
@@ -459,7 +463,7 @@ def test_cached_engine_is_not_reused_when_its_bytes_changed(fake_machine, onnx_f
     backend = get_backend("tensorrt")
     options = BuildOptions(precision="fp32", runtime=TensorRTOptions(cache_dir=str(tmp_path / "cache")))
     key = backend.build(_source(onnx_file), tmp_path / "a", options).details["key"]
-    folder = trtb.engine_cache_dir(tmp_path / "cache", key)
+    folder = engine_cache_dir(tmp_path / "cache", key)
     assert lookup_cached_engine(folder, key) is not None
     (folder / "model.engine").write_bytes(b"tampered")
     assert lookup_cached_engine(folder, key) is None
@@ -558,7 +562,7 @@ def test_runner_on_dla_sets_the_runtime_core(monkeypatch, tmp_path):
 
 def _trt_runnable() -> tuple[bool, str]:
     if not HAVE_TRT:
-        return False, trtb.UNAVAILABLE_REASON
+        return False, UNAVAILABLE_REASON
     status = get_backend("tensorrt").availability()
     return status.can_run, status.reason
 

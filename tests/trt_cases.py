@@ -122,12 +122,12 @@ class Machine:
 
 def install(monkeypatch: Any, release: str, cuda: str | None = None, gpus: list[Gpu] | None = None,
             dla_cores: int = 0, driver: bool = True) -> Machine:
-    from runtimes import tensorrt_backend as trtb
+    from runtimes.tensorrt import cuda as adapter_cuda
 
     cuda_machine = CudaMachine(gpus=[Gpu()] if gpus is None else gpus, driver=driver)
     state = TrtMachine(release, cuda=cuda_machine, dla_cores=dla_cores)
     trt = make_tensorrt(release, state)
     cudart = CudaRuntime(cuda or cuda_for(release), cuda_machine)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr(trtb, "import_cudart", lambda: cudart)
+    monkeypatch.setattr(adapter_cuda, "import_cudart", lambda: cudart)  # backend and runner look it up there
     return Machine(trt, cudart, state)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..callable import callable_package
 from .plan import BenchRequest
 from .results import ResultRow, ResultsDocument, ResultsFile, load_results
 from .settings import BenchSettings
@@ -29,3 +30,12 @@ def __getattr__(name: str) -> Any:
 
         return getattr(run, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _bench(models: Any, targets: Any = ("onnxruntime",), /, **kwargs: Any) -> Any:
+    from .api import bench_models
+
+    return bench_models(models, targets, **kwargs)
+
+
+callable_package(__name__, _bench)  # `from deploy import bench; bench(model, ["onnxruntime"], runs=20)`

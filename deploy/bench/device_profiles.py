@@ -3,7 +3,7 @@
 A profile names the kind of device it needs (`device`), the runtimes, precisions, batch sizes, threads,
 timing and default models of a benchmark run, and which device settings to record. Four ship in
 `deploy/bench/profiles/` (cpu, cuda, jetson, mac); user-defined ones are found by path, or by name in
-`--profiles DIR` and the folders of `$VIT_DEPLOY_PROFILES` (os.pathsep-separated), which take precedence
+`--device-profiles DIR` and the folders of `$VIT_DEPLOY_PROFILES` (os.pathsep-separated), which take precedence
 over the shipped ones. `resolve_device` also refuses a profile whose device this machine is not
 (`deploy.bench.detect`).
 """
@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DeployError
+from pydantic import ValidationError
+
+from ..errors import DeployError, validation_problem
 from ..export.targets import get_target
 from ..timing import TimingSettings
 from .detect import DEVICE_KINDS, Detection
@@ -71,29 +73,36 @@ def parse_profile(data: dict[str, Any], source: str = "<dict>") -> DeviceProfile
             get_target(target)
         except DeployError as exc:
             raise fail(str(exc)) from None
-    batches = tuple(data.get("batches", [1]))
-    if not batches or not all(isinstance(b, int) and b >= 1 for b in batches):
-        raise fail(f"batches must be positive integers, not {batches!r}")
+    batches = data.get("batches", [1])
+    if not isinstance(batches, list) or not batches or not all(_integer(b) and b >= 1 for b in batches):
+        raise fail(f"batches must be a list of positive integers, such as [1, 4], not {batches!r}")
     threads = data.get("threads", 0)
-    if not isinstance(threads, int) or threads < 0:
+    if not _integer(threads) or threads < 0:
         raise fail(f"threads must be an integer >= 0 (0: the runtime's default), not {threads!r}")
+    for key in ("name", "description"):
+        if not isinstance(data.get(key, ""), str):
+            raise fail(f"{key} must be a string, not {data[key]!r}")
     record = _str_list(data.get("record", ["cpu", "governor"]), "record", fail)
     bad = [r for r in record if r not in RECORDABLE]
     if bad:
         raise fail(f"cannot record {', '.join(bad)} (recordable: {', '.join(RECORDABLE)})")
     return DeviceProfile(
         name=str(data.get("name") or Path(source).stem), device=device, targets=tuple(targets),
-        precisions=_precisions(data.get("precisions"), targets, fail), batches=batches, threads=threads or None,
+        precisions=_precisions(data.get("precisions"), targets, fail), batches=tuple(batches), threads=threads or None,
         models=tuple(_str_list(data.get("models", []), "models", fail)), timing=_timing(data.get("timing", {}), fail),
         record=tuple(record), description=str(data.get("description", "")), source=source,
     )
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # TOML's `true` is not a count
 
 
 def _str_list(value: Any, key: str, fail: Fail) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise fail(f"{key} must be a list of strings")
+        raise fail(f"{key} must be a list of strings, not {value!r}")
     return value
 
 
@@ -102,6 +111,7 @@ def _precisions(value: Any, targets: list[str], fail: Fail) -> dict[str, tuple[s
     if value is None:
         return {t: (get_target(t).default_precision,) for t in targets}
     if isinstance(value, list):
+        value = _str_list(value, "precisions", fail)
         chosen = {t: tuple(p for p in value if p in get_target(t).precisions) for t in targets}
         empty = [t for t, p in chosen.items() if not p]
         if empty:
@@ -114,7 +124,7 @@ def _precisions(value: Any, targets: list[str], fail: Fail) -> dict[str, tuple[s
         raise fail(f"precisions names target(s) not in targets: {', '.join(extra)}")
     chosen = {}
     for target in targets:
-        wanted = value.get(target, [get_target(target).default_precision])
+        wanted = _str_list(value.get(target, [get_target(target).default_precision]), f"precisions.{target}", fail)
         supported = get_target(target).precisions
         bad = [p for p in wanted if p not in supported]
         if bad:
@@ -124,21 +134,18 @@ def _precisions(value: Any, targets: list[str], fail: Fail) -> dict[str, tuple[s
 
 
 def _timing(value: Any, fail: Fail) -> TimingSettings:
+    """The `[timing]` table, each value checked by `TimingSettings` itself (type, range, finite)."""
     if not isinstance(value, dict):
         raise fail("timing must be a table")
     fields = {"warmup_s", "runs", "duration_s", "min_runs", "buffers"}
     unknown = sorted(set(value) - fields)
     if unknown:
         raise fail(f"unknown timing key(s) {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
-    numbers = {k: v for k, v in value.items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
-    if numbers:
-        raise fail(f"timing values must be numbers: {', '.join(f'{k}={v!r}' for k, v in numbers.items())}")
-    timing = TimingSettings(**value)
-    if timing.runs < 1 or timing.buffers < 1 or timing.min_runs < 1 or timing.warmup_s < 0:
-        raise fail("timing: runs, min_runs and buffers must be >= 1 and warmup_s >= 0")
-    if timing.duration_s is not None and timing.duration_s <= 0:
-        raise fail("timing: duration_s must be > 0")
-    return timing
+    try:
+        return TimingSettings(**value)
+    except ValidationError as exc:
+        where, what = validation_problem(exc)
+        raise fail(f"timing.{'.'.join(map(str, where))} {what}") from None
 
 
 def read_profile(path: Path) -> DeviceProfile:
@@ -155,10 +162,10 @@ def read_profile(path: Path) -> DeviceProfile:
 
 
 def search_path(extra: list[Path] | tuple[Path, ...] = ()) -> list[Path]:
-    """Folders searched for a profile name: `--profiles` first, then $VIT_DEPLOY_PROFILES, then shipped."""
+    """Folders searched for a profile name: `--device-profiles` first, then $VIT_DEPLOY_PROFILES, then shipped."""
     missing = [str(p) for p in extra if not Path(p).is_dir()]
     if missing:
-        raise DeployError(f"--profiles {missing[0]} is not a folder (it should hold device profile .toml files)")
+        raise DeployError(f"--device-profiles {missing[0]} is not a folder (it should hold device profile .toml files)")
     env = [Path(p) for p in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if p]
     return [Path(p) for p in extra] + env + [SHIPPED_DIR]
 

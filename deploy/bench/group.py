@@ -10,19 +10,20 @@ one); the profile's summary goes on that row, the full profile to `OUT/profiles/
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import models
 import runtimes
+from models import LoadedModel, ModelCard, ModelRequest
 from runtimes import Runner
 from runtimes.base import first_line
 
+from ..data.images import DatasetError
 from ..diagnose.profile import ProfileSettings, profile_runner, write_profile
 from ..errors import DeployError
 from ..export.onnx_cache import OnnxCache
@@ -36,10 +37,27 @@ from .results import AccuracyRecord, ParitySummary, ResultRow, Status
 from .settings import BenchSettings
 
 if TYPE_CHECKING:
-    from models.registry import ModelInfo
-
     from ..export.manifest import Manifest
     from .power import PowerSampler
+
+
+class ModelCache:
+    """The models of a run, loaded once each and one at a time (the plan is model-major): every engine of a
+    model, its accuracy reference and its export share one `LoadedModel`."""
+
+    def __init__(self, requests: Mapping[str, ModelRequest] | None = None):
+        self.requests = dict(requests or {})
+        self._held: tuple[ModelRequest, LoadedModel] | None = None
+
+    def request(self, name: str, settings: BenchSettings) -> ModelRequest:
+        """What a cell's model name stands for: a request given in-process (a module), else the settings'."""
+        return self.requests.get(name) or settings.model_request(name)
+
+    def load(self, request: ModelRequest) -> LoadedModel:
+        if self._held is None or self._held[0] != request:
+            self._held = None  # drop the previous model before building the next
+            self._held = (request, models.load_model(request))
+        return self._held[1]
 
 
 @dataclass(frozen=True)
@@ -50,77 +68,83 @@ class GroupContext:
     out: Path
     onnx_cache: OnnxCache
     references: References | None = None
+    models: ModelCache = field(default_factory=ModelCache)
 
 
 def run_group(group: Group, context: GroupContext) -> list[ResultRow]:
     """Export one engine, then time it at each batch: one result row per batch, never an exception."""
-    info = models.get_model_info(group.model)
-    rows = [planned_row(info, group, batch, context.settings.weights) for batch in group.batches]
+    rows = [planned_row(group, batch) for batch in group.batches]
     try:
+        request = context.models.request(group.model, context.settings)
+        loaded = context.models.load(request)
+        rows = [planned_row(group, batch, loaded) for batch in group.batches]
         status = runtimes.get_backend(group.target).availability()
         if not status.available:
             return _marked(rows, "unavailable", status.reason)
-        exported = export(_export_request(group, context), onnx_cache=context.onnx_cache)
+        exported = export(_export_request(group, context, loaded), onnx_cache=context.onnx_cache)
         manifest = exported.manifest
         passes = list(manifest.onnx.passes) if manifest.onnx else []
         rows = [replace(row, parity=ParitySummary.of(manifest.parity), passes=passes) for row in rows]
         if manifest.status == "unverified":  # built, but this machine cannot run it: no latency, no parity
             return _marked(rows, "unverified", manifest.parity.skipped or "parity could not run here")
-        return _run_engine(exported, info, rows, context)
+        return _run_engine(exported, rows, context)
     except (DeployError, models.ModelError, runtimes.RuntimeAdapterError) as exc:
         return _marked(rows, "failed", str(exc))
     except Exception as exc:  # a runtime's own exception type mid-run: record it, the matrix goes on
         return _marked(rows, "failed", f"{type(exc).__name__}: {first_line(exc)}")
 
 
-def _export_request(group: Group, context: GroupContext) -> ExportRequest:
+def _export_request(group: Group, context: GroupContext, model: LoadedModel) -> ExportRequest:
     settings = context.settings
-    return ExportRequest(group.model, group.target, group.precision, weights=settings.weights, out=context.out,
-                         passes=settings.passes, batch=tuple(sorted({1, *group.batches})), threads=settings.threads,
-                         seed=settings.seed)
+    options = (settings.options or {}).get(group.target)
+    return ExportRequest(model, group.target, group.precision, out=context.out, passes=settings.passes,
+                         batch=tuple(sorted({1, *group.batches})), threads=settings.threads, seed=settings.seed,
+                         runtime_options=runtimes.get_backend(group.target).parse_options(options) if options else None)
 
 
 def _marked(rows: list[ResultRow], status: Status, error: str) -> list[ResultRow]:
     return [replace(row, status=status, error=error) for row in rows]
 
 
-@functools.cache
-def _param_count(name: str) -> int:
-    from models.complexity import count_params, meta_model
-
-    return count_params(meta_model(name))
-
-
-def _weights_label(info: ModelInfo, weights: str | None) -> str:
-    if weights:
-        return weights
-    path = models.default_weights_path(info)
-    return f"shipped:{path.relative_to(Path(models.__file__).parent)}" if path else "random-init"
+def weights_label(model: LoadedModel) -> str:
+    """Where a model's weights came from: a file or folder, one the zoo ships, or a random initialisation."""
+    if model.weights is None:
+        return "random-init"
+    path, shipped = Path(model.weights.path), Path(models.__file__).parent
+    return f"shipped:{path.relative_to(shipped)}" if path.is_relative_to(shipped) else model.weights.path
 
 
-def planned_row(info: ModelInfo, group: Group, batch: int, weights: str | None) -> ResultRow:
-    """A cell's row before anything ran: what it is, and the model's counts."""
-    return ResultRow(model=info.name, family=info.family, target=group.target, precision=group.precision,
-                     batch=batch, status="ok", params=_param_count(info.name), macs=round(info.macs_g * 1e9),
-                     published_top1=info.published_top1, weights=_weights_label(info, weights))
+def planned_row(group: Group, batch: int, model: LoadedModel | None = None) -> ResultRow:
+    """A cell's row before anything ran: what it is, and (once the model is built) its counts."""
+    row = ResultRow(model=group.model, target=group.target, precision=group.precision, batch=batch, status="ok")
+    if model is None:
+        return row
+    card: ModelCard = model.card
+    return replace(row, model=card.name, family=card.family, params=card.params, macs=round(card.macs_g * 1e9),
+                   published_top1=card.published_top1, weights=weights_label(model))
 
 
-def _run_engine(exported: ExportResult, info: ModelInfo, rows: list[ResultRow],
-                context: GroupContext) -> list[ResultRow]:
+def _run_engine(exported: ExportResult, rows: list[ResultRow], context: GroupContext) -> list[ResultRow]:
     settings = context.settings
     watch = MemoryWatch()
     runner, manifest = load_artifact(exported.artifact_dir, threads=settings.threads)
+    card = exported.model.card
+    rows = [replace(row, runtime_options=manifest.engine.options or None) for row in rows]
     timed = []
     with runner:
         for row in rows:  # ascending batch: the running peak is this batch's peak
             try:
-                timed.append(replace(_time_batch(runner, info, row, settings), memory=watch.snapshot()))
+                timed.append(replace(_time_batch(runner, card, row, settings), memory=watch.snapshot()))
             except (DeployError, runtimes.RuntimeAdapterError) as exc:
                 timed.append(replace(row, status="failed", error=str(exc)))
             except Exception as exc:  # e.g. a batch the engine's profile cannot take: the other batches go on
                 timed.append(replace(row, status="failed", error=f"{type(exc).__name__}: {first_line(exc)}"))
         if settings.dataset and context.references is not None:
-            record = _accuracy(runner, info, exported, max(r.batch for r in rows), context)
+            try:
+                record = _accuracy(runner, exported, max(r.batch for r in rows), context)
+            except DatasetError as exc:  # no accuracy figure can be made: the cell fails, its timings kept
+                record = AccuracyRecord(dataset=settings.dataset, error=str(exc))
+                timed = [replace(row, status="failed", error=str(exc)) for row in timed]
             timed = [replace(row, accuracy=record) for row in timed]
         if settings.layer_profile:  # after every timed run: the profile never shares their time
             timed = _with_profile(runner, manifest, exported, timed, context)
@@ -150,19 +174,20 @@ def _with_profile(runner: Runner, manifest: Manifest, exported: ExportResult, ro
     return [*rows[:first], profiled, *rows[first + 1:]]
 
 
-def _accuracy(runner: Runner, info: ModelInfo, exported: ExportResult, batch: int,
-              context: GroupContext) -> AccuracyRecord:
+def _accuracy(runner: Runner, exported: ExportResult, batch: int, context: GroupContext) -> AccuracyRecord:
     assert context.references is not None and context.settings.dataset is not None
     try:
-        return engine_accuracy(runner, info, exported.model, batch, context.references)
+        return engine_accuracy(runner, exported.model, batch, context.references)
+    except DatasetError:
+        raise
     except Exception as exc:  # the timings stand even if the accuracy pass fails
         return AccuracyRecord(dataset=context.settings.dataset, error=f"{type(exc).__name__}: {first_line(exc)}")
 
 
-def _time_batch(runner: Runner, info: ModelInfo, row: ResultRow, settings: BenchSettings) -> ResultRow:
+def _time_batch(runner: Runner, card: ModelCard, row: ResultRow, settings: BenchSettings) -> ResultRow:
     timing = settings.timing
     input_name = runner.input_specs[0].name if runner.input_specs else "input"
-    feeds = input_feeds(input_name, info.input_size, row.batch, timing)
+    feeds = input_feeds(input_name, card.input_size, row.batch, timing)
     load_before = _load_average()
     warmup_runs = warm_up(runner, feeds, timing)
     with _power(settings) as sampler:

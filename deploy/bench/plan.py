@@ -7,13 +7,16 @@ carry that label (the same cell on two devices is two cells).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..export.targets import get_target
 from .results import CellKey
 from .settings import BenchSettings
+
+if TYPE_CHECKING:
+    from models import ModelRequest
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ class BenchRequest:
     precisions: Mapping[str, tuple[str, ...]] | None = None
     device: Mapping[str, Any] | None = None  # the device record (profile, detection, settings read)
     devices: tuple[DeviceMatrix, ...] = ()  # a cluster run: one matrix per device label (then models... are unused)
+    # Models given in-process (the Python API's modules), by the name the run calls them; the others are what
+    # `settings.model_request(name)` says (zoo variants, folders, fine-tunes, a factory).
+    model_requests: Mapping[str, ModelRequest] = field(default_factory=dict)
 
     def matrices(self) -> tuple[DeviceMatrix, ...]:
         """The device matrices of a cluster run, or this machine's one matrix."""

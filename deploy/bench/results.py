@@ -1,8 +1,10 @@
 """The results file: one typed row per (model, target, precision, batch), the schema version in one place.
 
 `results.json` is read and written only through `ResultsDocument`: `load_results` validates a file
-against these types (a missing key, a wrong type or an unknown schema version is one clear error), and
-`ResultsFile` rewrites it atomically after every finished cell. `results_json_schema()` is the JSON
+against these types (a missing key, a wrong type, an unknown schema version, or a time that is not a
+finite, positive number is one clear error naming the file, the row and the field), and `ResultsFile`
+rewrites it atomically after every finished cell, holding it for the whole run (`fileio.exclusive`) so
+that a second run on the same file is refused instead of dropping rows. `results_json_schema()` is the JSON
 Schema other tools can consume; `deploy/bench/results.schema.json` is it, generated from these types
 (`python scripts/results_schema.py` rewrites it; a test keeps the two equal).
 
@@ -13,7 +15,8 @@ figures of an engine that could not run here) are left out of the JSON rather th
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
@@ -21,16 +24,18 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 from pydantic import Field, TypeAdapter, ValidationError
 
 from ..diagnose.records import LayerProfile
-from ..errors import DeployError
-from ..fileio import write_json_atomic, write_text_atomic
+from ..errors import DeployError, validation_problem
+from ..fileio import BusyError, WriteError, exclusive, write_json_atomic, write_text_atomic
 from ..passes.record import PassRecord
 
 if TYPE_CHECKING:
     from ..export.manifest import ParityRecord
-from ..timing import LatencyStats
+from ..timing import LatencyStats, NonNegative, Positive
 from .settings import BenchSettings
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# Schema 2 wrote the runtimes' versions as "runtime:<target>" keys of `environment`; it reads as schema 3.
+READABLE_SCHEMAS = (2, 3)
 # unavailable: the runtime is not installed here; unverified: built, but it cannot run here (no parity, no latency).
 Status = Literal["ok", "failed", "unavailable", "unverified"]
 
@@ -124,7 +129,7 @@ class ResultRow:
     family: str | None = None
     error: str | None = None
     latency_ms: LatencyStats | None = None
-    throughput_ips: float | None = None
+    throughput_ips: Positive | None = None
     parity: ParitySummary | None = None
     accuracy: AccuracyRecord | None = None
     memory: MemoryRecord | None = None
@@ -134,7 +139,7 @@ class ResultRow:
     published_top1: float | None = None
     runs: int = 0
     warmup_runs: int = 0
-    timed_s: float | None = None
+    timed_s: NonNegative | None = None
     weights: str | None = None
     passes: Annotated[list[PassRecord] | None, OMITTED_IF_NONE] = None
     load_average: Annotated[list[float | None] | None, OMITTED_IF_NONE] = None
@@ -143,10 +148,30 @@ class ResultRow:
     # `bench --profile`: where the time goes, by module (a summary; `layer_profile.file` holds the full one).
     layer_profile: Annotated[LayerProfile | None, OMITTED_IF_NONE] = None
     layer_profile_error: Annotated[str | None, OMITTED_IF_NONE] = None  # why the profile could not be made
+    # The runtime options the engine ran with (built with, or overridden at load): the adapter's typed settings.
+    runtime_options: Annotated[dict[str, Any] | None, OMITTED_IF_NONE] = None
 
     @property
     def key(self) -> CellKey:
         return CellKey(self.model, self.target, self.precision, self.batch, self.device)
+
+
+@dataclass
+class Environment:
+    """Where a run measured: platform, processor, cores and threads, library and runtime versions, the device."""
+
+    platform: str | None = None
+    machine: str | None = None
+    processor: str | None = None
+    cpu_count: int | None = None
+    threads: int | None = None
+    python: str | None = None
+    torch: str | None = None
+    onnx: str | None = None
+    numpy: str | None = None
+    vit_deploy: str | None = None  # the version of vit-deploy that wrote the file
+    runtimes: dict[str, str | None] = field(default_factory=dict)  # target -> its runtime's version (None: absent)
+    device: Annotated[dict[str, Any] | None, OMITTED_IF_NONE] = None  # the device record: profile, detection
 
 
 @dataclass
@@ -170,7 +195,7 @@ class ResultsDocument:
     updated: Annotated[str | None, OMITTED_IF_NONE] = None
     complete: bool = False
     resumed: Annotated[list[str] | None, OMITTED_IF_NONE] = None
-    environment: dict[str, Any] = field(default_factory=dict)
+    environment: Environment = field(default_factory=Environment)
     settings: BenchSettings = field(default_factory=BenchSettings)
     plan: Annotated[PlanRecord | None, OMITTED_IF_NONE] = None
     results: list[ResultRow] = field(default_factory=list)
@@ -198,25 +223,33 @@ def parse_results(data: Any, source: str) -> ResultsDocument:
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
         raise DeployError(f"{source} is not a results JSON (no 'results' list)")
     version = data.get("schema")
-    if version != SCHEMA_VERSION:
-        raise DeployError(f"{source} has results schema {version!r}; this version of vit-deploy reads schema "
-                          f"{SCHEMA_VERSION} (re-run the benchmark to write one)")
+    if version not in READABLE_SCHEMAS:
+        raise DeployError(f"{source} has results schema {version!r}; this version of vit-deploy reads schemas "
+                          f"{', '.join(map(str, READABLE_SCHEMAS))} (re-run the benchmark to write one)")
+    if version == 2:
+        data = {**data, "schema": SCHEMA_VERSION, "environment": _environment_of_schema_2(data.get("environment"))}
     try:
         return _DOCUMENT.validate_python(data)
     except ValidationError as exc:
         raise DeployError(f"{source} is not a valid results file: {_first_problem(exc, data)}") from None
 
 
+def _environment_of_schema_2(env: Any) -> Any:
+    if not isinstance(env, dict):
+        return env
+    runtimes = {key.split(":", 1)[1]: value for key, value in env.items() if key.startswith("runtime:")}
+    return {**{k: v for k, v in env.items() if not k.startswith("runtime:")}, "runtimes": runtimes}
+
+
 def _first_problem(exc: ValidationError, data: dict[str, Any]) -> str:
-    error = exc.errors()[0]
-    location = list(error["loc"])
-    where = ".".join(str(part) for part in location)
+    loc, what = validation_problem(exc)
+    location = list(loc)
+    where = "field " + ".".join(str(part) for part in location)
     if location[:1] == ["results"] and len(location) > 1 and isinstance(location[1], int):
         row = data["results"][location[1]]
         named = [k for k in CellKey._fields if k in row or k != "device"] if isinstance(row, dict) else []
         cell = "/".join(str(row.get(k, "?")) for k in named) if isinstance(row, dict) else "?"
         where = f"row {location[1]} ({cell}), field {'.'.join(str(p) for p in location[2:]) or '(row)'}"
-    what = "missing" if error["type"] == "missing" else error["msg"].lower()
     return f"{where}: {what}"
 
 
@@ -233,15 +266,53 @@ def load_results(path: Path) -> ResultsDocument:
 
 
 class ResultsFile:
-    """The results JSON (and any side formats), rewritten atomically after every finished cell."""
+    """The results JSON (and any side formats), rewritten atomically after every finished cell.
+
+    `claimed()` holds it for a run: before any cell runs, a path that is a folder or a file that is not a
+    results file is refused (it is never overwritten), and so is a file another run is writing.
+    """
 
     def __init__(self, path: Path | None, side_formats: Mapping[Path, Callable[[list[ResultRow]], str]] | None = None):
         self.path = path
         self.side_formats = dict(side_formats or {})  # the CSV and markdown views written beside the JSON
 
+    @contextmanager
+    def claimed(self) -> Iterator[None]:
+        with ExitStack() as held:
+            if self.path is not None:
+                _check_replaceable(Path(self.path))
+                try:
+                    held.enter_context(exclusive(Path(self.path)))
+                except BusyError as exc:
+                    raise DeployError(f"{exc}, another bench run: wait for it to finish, or write the results to "
+                                      "another file (a second writer would drop the first one's rows)") from None
+            yield
+
     def write(self, document: ResultsDocument, now: str) -> None:
         document.updated = now
         if self.path:
-            write_json_atomic(self.path, document.to_json())
+            try:
+                write_json_atomic(self.path, document.to_json())
+            except WriteError as exc:
+                kept = (f"; {self.path} keeps the cells finished before: continue with "
+                        f"`python -m deploy bench --resume --json {self.path}`" if Path(self.path).exists() else "")
+                raise WriteError(f"{exc}{kept}", exc.errno) from None
         for path, render in self.side_formats.items():
             write_text_atomic(path, render(document.results))
+
+
+def _check_replaceable(path: Path) -> None:
+    """Refuse a results path that is a folder, or a file holding something other than results."""
+    if path.is_dir():
+        raise DeployError(f"{path} is a folder: name a results file, such as {path / 'results.json'}")
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        with open(path, encoding="utf-8") as handle:
+            looks_like_json = handle.read(4096).lstrip().startswith("{")
+        data = json.loads(path.read_text(encoding="utf-8")) if looks_like_json else None
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
+        data = None
+    if not (isinstance(data, dict) and isinstance(data.get("results"), list)):
+        raise DeployError(f"{path} exists and is not a results file; it was left as it is: name another file "
+                          "for the results (or remove it)")

@@ -16,16 +16,17 @@ from pathlib import Path
 from typing import Protocol
 
 import models
+from models.card import is_hub_folder
 
 from ..errors import DeployError
 from ..export.artifacts import owned_prefix, sweep
-from ..export.limits import check_batches
+from ..export.limits import check_batch_sizes, check_batches
 from ..export.onnx_cache import OnnxCache
 from ..export.targets import get_target
 from ..fileio import ensure_writable
 from .accuracy import References, check_dataset
 from .environment import environment
-from .group import GroupContext, run_group
+from .group import GroupContext, ModelCache, run_group
 from .plan import BenchRequest, Group, pending_groups
 from .progress import Progress
 from .results import CellKey, PlanRecord, ResultRow, ResultsDocument, ResultsFile, load_results
@@ -56,7 +57,8 @@ class LocalExecutor:
         settings = request.settings
         references = References(settings.dataset, settings.dataset_limit) if settings.dataset else None
         with tempfile.TemporaryDirectory(dir=request.out, prefix=owned_prefix("bench-onnx")) as cache_dir:
-            context = GroupContext(settings, Path(request.out), OnnxCache(Path(cache_dir)), references)
+            context = GroupContext(settings, Path(request.out), OnnxCache(Path(cache_dir)), references,
+                                   ModelCache(request.model_requests))
             run = self.group_runner or run_group
             for group in groups:
                 started(group)
@@ -91,6 +93,12 @@ def run_bench(request: BenchRequest, results: ResultsFile | None = None, *, resu
         log.info("removed %d folder(s) left by killed runs in %s, freeing %.0f MB", swept.folders, request.out,
                  swept.bytes / 2**20)
     results = results or ResultsFile(None)
+    with results.claimed():  # before any cell runs: a folder, a foreign file or a file in use is refused here
+        return _run(request, results, resume, progress or Progress(), executor or LocalExecutor())
+
+
+def _run(request: BenchRequest, results: ResultsFile, resume: Resume | None, progress: Progress,
+         executor: Executor) -> ResultsDocument:
     plan = [key for matrix in request.matrices() for key in matrix.cells()]
     document = ResultsDocument(created=now(), environment=environment(request.settings.threads, request.device),
                                settings=request.settings, plan=_plan_record(request))
@@ -98,7 +106,6 @@ def run_bench(request: BenchRequest, results: ResultsFile | None = None, *, resu
     if resume and results.path and results.path.exists():
         document, rows = _resumed(results.path, request.settings, resume)
         document.plan = _plan_record(request)
-    progress = progress or Progress()
     progress.start(len(plan), sum(1 for key in plan if key in rows))
 
     def finished(group_rows: list[ResultRow]) -> None:
@@ -109,8 +116,8 @@ def run_bench(request: BenchRequest, results: ResultsFile | None = None, *, resu
             progress.cell_finished(row)
 
     try:
-        (executor or LocalExecutor()).run(pending_groups(plan, rows), request,
-                                          lambda group: progress.cell_started(group.keys()[0]), finished)
+        executor.run(pending_groups(plan, rows), request, lambda group: progress.cell_started(group.keys()[0]),
+                     finished)
     finally:
         progress.close()
     document.complete = True
@@ -131,21 +138,32 @@ def _plan_record(request: BenchRequest) -> PlanRecord | None:
 
 def _validated(request: BenchRequest) -> BenchRequest:
     """The request with registry names for its models; every name, target, batch and dataset checked before any
-    export."""
+    export (a zoo variant's fit in memory too: the others' is checked when they are built)."""
     matrices = []
     for matrix in request.matrices():
-        names = [models.resolve_name(m) for m in matrix.models]  # fail fast on a typo
+        model_requests = {m: request.model_requests.get(m) or request.settings.model_request(m) for m in matrix.models}
+        names = [r.display_name for r in model_requests.values()]  # fail fast on a typo
         for target in matrix.targets:
             get_target(target)
-        for name in names:
-            check_batches(matrix.batches, name)
-        if request.settings.dataset:
-            for name in names:
-                check_dataset(request.settings.dataset, models.get_model_info(name))
+        check_batch_sizes(matrix.batches)
+        for model in model_requests.values():
+            if _zoo(model):
+                assert model.model is not None
+                name = models.resolve_name(model.model)
+                check_batches(matrix.batches, name)
+                if request.settings.dataset:
+                    check_dataset(request.settings.dataset, models.get_model_info(name), model.num_classes)
         matrices.append(replace(matrix, models=names))
+    given = {r.display_name: r for r in request.model_requests.values()}
     if request.devices:
-        return replace(request, devices=tuple(matrices))
-    return replace(request, models=matrices[0].models)
+        return replace(request, devices=tuple(matrices), model_requests=given)
+    return replace(request, models=matrices[0].models, model_requests=given)
+
+
+def _zoo(model: models.ModelRequest) -> bool:
+    """A zoo variant at its registered input size: its memory footprint is known before it is built."""
+    return (model.module is None and model.factory is None and model.model is not None
+            and not is_hub_folder(model.model) and model.img_size is None)
 
 
 def _resumed(path: Path, settings: BenchSettings, resume: Resume) -> tuple[ResultsDocument, dict[CellKey, ResultRow]]:

@@ -1,4 +1,4 @@
-"""`python -m deploy list | export | bench | report | compare | profile | doctor | passes | inspect |
+"""`python -m deploy list | export | predict | bench | report | compare | profile | doctor | passes | inspect |
 debug-precision | worker`.
 
 Every user-fixable problem ends as one `error:` line and a non-zero exit; `--debug` (or DEPLOY_DEBUG=1)
@@ -13,7 +13,16 @@ import sys
 
 from .bench_commands import cmd_bench, cmd_compare, cmd_report
 from .cluster_commands import cmd_worker
-from .commands import cmd_debug_precision, cmd_doctor, cmd_export, cmd_inspect, cmd_list, cmd_passes, cmd_profile
+from .commands import (
+    cmd_debug_precision,
+    cmd_doctor,
+    cmd_export,
+    cmd_inspect,
+    cmd_list,
+    cmd_passes,
+    cmd_predict,
+    cmd_profile,
+)
 from .parser import build_parser
 
 EXIT_USER_ERROR = 2
@@ -21,14 +30,24 @@ EXIT_FAILED = 1
 
 COMMANDS = {"list": cmd_list, "export": cmd_export, "bench": cmd_bench, "report": cmd_report,
             "compare": cmd_compare, "doctor": cmd_doctor, "passes": cmd_passes, "inspect": cmd_inspect,
-            "debug-precision": cmd_debug_precision, "profile": cmd_profile, "worker": cmd_worker}
+            "debug-precision": cmd_debug_precision, "profile": cmd_profile, "predict": cmd_predict,
+            "worker": cmd_worker}
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to `sys.stderr` as it is when the note comes, not as it was when `main` first ran (a caller, a test,
+    may have replaced it since: a handler bound to the old stream writes to a closed file)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
 
 
 def _notes_to_stderr() -> None:
     """The stages' `deploy` logger (notes such as a sweep of killed runs' leftovers) as `note:` lines."""
     logger = logging.getLogger("deploy")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _Stderr()
         handler.setFormatter(logging.Formatter("note: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
@@ -42,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         from runtimes.import_noise import silence
 
         silence()
-    from deploy.errors import DeployError, ParityError
+    from deploy.errors import DeployError, IntegrityError, ParityError
     from models import ModelError
     from runtimes import RuntimeAdapterError
 
@@ -52,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED if isinstance(exc, ParityError) else EXIT_USER_ERROR
+        return EXIT_FAILED if isinstance(exc, (ParityError, IntegrityError)) else EXIT_USER_ERROR  # gate, refused load
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

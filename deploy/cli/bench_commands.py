@@ -43,8 +43,12 @@ def _new_request(args: argparse.Namespace) -> BenchRequest:
     names = args.models or list(profile.models if profile else [])
     if not names:
         raise DeployError("bench needs MODEL names, or a --device profile that names its models")
-    if args.weights and len(names) != 1:
-        raise DeployError("--weights applies to one model; bench one model at a time with its checkpoint")
+    for flag, given in (("--weights", args.weights), ("--num-classes", args.num_classes),
+                        ("--img-size", args.img_size), ("--model-factory", args.model_factory)):
+        if given and len(names) != 1:
+            raise DeployError(f"{flag} applies to one model; bench one model at a time with its checkpoint")
+    if args.labels or args.name:
+        raise DeployError("--labels and --name belong to export and predict; bench names a model by MODEL")
     settings = bench_settings(args, Defaults.of(profile))
     return BenchRequest(
         models=names, targets=args.target or (list(profile.targets) if profile else ["torch", "onnxruntime"]),

@@ -38,7 +38,7 @@ def run_and_print(args: argparse.Namespace, request: BenchRequest, name: str, ex
     except KeyboardInterrupt:
         print(f"finished cells are saved in {json_path}; continue with --resume --json {json_path}", file=sys.stderr)
         raise
-    cores = document.environment.get("cpu_count")
+    cores = document.environment.cpu_count
     print(format_table(document.results, cores))
     profiles = profile_lines(document.results)
     if profiles:
@@ -84,22 +84,49 @@ class Defaults:
 
 
 def bench_settings(args: argparse.Namespace, defaults: Defaults) -> BenchSettings:
+    """The run's settings: the flags given, else the profile's; a bad value is one line naming its flag."""
+    from pydantic import ValidationError
+
     from deploy.bench import BenchSettings
+    from deploy.errors import DeployError, validation_problem
+
+    from .resume import SETTING_FLAGS
 
     timing = defaults.timing
 
     def pick(given: T | None, default: T) -> T:
         return default if given is None else given
 
-    return BenchSettings(
-        warmup_s=pick(args.warmup, timing.warmup_s), min_warmup_runs=timing.min_warmup_runs,
-        runs=pick(args.runs, timing.runs), duration_s=pick(args.duration, timing.duration_s),
-        min_runs=timing.min_runs, buffers=pick(args.buffers, timing.buffers),
-        threads=pick(args.threads, defaults.threads),
-        seed=pick(args.seed, 0), dataset=args.dataset, dataset_limit=args.limit, power=defaults.power,
-        passes=pick(args.passes, "default"), weights=args.weights, device=defaults.device,
-        layer_profile=bool(args.profile),
-    )
+    try:
+        return BenchSettings(
+            warmup_s=pick(args.warmup, timing.warmup_s), min_warmup_runs=timing.min_warmup_runs,
+            runs=pick(args.runs, timing.runs), duration_s=pick(args.duration, timing.duration_s),
+            min_runs=timing.min_runs, buffers=pick(args.buffers, timing.buffers),
+            threads=pick(args.threads, defaults.threads),
+            seed=pick(args.seed, 0), dataset=args.dataset, dataset_limit=args.limit, power=defaults.power,
+            passes=pick(args.passes, "default"), weights=args.weights, device=defaults.device,
+            layer_profile=bool(args.profile), num_classes=args.num_classes, img_size=args.img_size,
+            model_factory=args.model_factory, options=_options(args),
+        )
+    except ValidationError as exc:
+        where, what = validation_problem(exc)
+        flags = {field: f"--{flag}" for flag, field in SETTING_FLAGS.items()}
+        raise DeployError(f"{flags.get(str(where[0]), where[0]) if where else 'a setting'} {what}") from None
+
+
+def _options(args: argparse.Namespace) -> dict[str, dict[str, str]] | None:
+    """`--option` per target of the run, checked against each adapter's typed options now, not per cell."""
+    if not args.option:
+        return None
+    from runtimes import get_backend, target_names
+
+    from .options import option_values
+
+    targets = args.target or target_names()
+    chosen = {t: values for t, values in option_values(args.option, targets).items() if values}
+    for target, values in chosen.items():
+        get_backend(target).parse_options(values)
+    return chosen
 
 
 def _stamp() -> str:

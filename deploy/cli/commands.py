@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .options import option_values, runtime_options
+
 if TYPE_CHECKING:
-    from runtimes import RuntimeOptions
+    from models import ModelRequest
 
 EXIT_FAILED = 1
 
@@ -46,39 +48,45 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def runtime_options(target: str, items: list[str] | None) -> RuntimeOptions | None:
-    """`--option KEY=VALUE` items as the target adapter's typed options (None when none are given)."""
-    if not items:
-        return None
+def model_request(args: argparse.Namespace, model: str | None = None) -> ModelRequest:
+    """The model the command line names: a zoo variant or folder, its fine-tune, a factory, labels, a name."""
     from deploy.errors import DeployError
-    from runtimes import get_backend
+    from models import ModelRequest
 
-    pairs = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise DeployError(f"--option {item!r}: write KEY=VALUE")
-        pairs[key.strip()] = value.strip()
-    return get_backend(target).parse_options(pairs)
+    model = model if model is not None else args.model
+    if model is None and not args.model_factory:
+        raise DeployError("give a MODEL (a zoo variant or a Hugging Face folder) or --model-factory MODULE:FUNCTION")
+    factory = args.model_factory
+    return ModelRequest(
+        model=None if factory else model, name=args.name or (model if factory else None),
+        weights=getattr(args, "weights", None), use_ema=getattr(args, "use_ema", None), num_classes=args.num_classes,
+        img_size=args.img_size, factory=factory, labels=Path(args.labels) if args.labels else None,
+        seed=getattr(args, "seed", None) or 0)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from deploy.export import ExportRequest, export
 
     request = ExportRequest(
-        model=args.model, target=args.target, precision=args.precision, weights=args.weights,
-        use_ema=args.use_ema, out=Path(args.out), passes=args.passes, opset=args.opset,
-        batch=tuple(args.batch or (1, 4)), threads=args.threads, device=args.device, seed=args.seed,
-        calib_dir=Path(args.calib_dir) if args.calib_dir else None, calib_samples=args.calib_samples,
-        calib_method=args.calib_method,
-        gate=args.gate, runtime_options=runtime_options(args.target, args.option),
+        model=model_request(args), target=args.target, precision=args.precision, out=Path(args.out),
+        passes=args.passes, opset=args.opset, batch=tuple(args.batch or (1, 4)), threads=args.threads,
+        runtime_device=args.runtime_device, seed=args.seed, calib_dir=Path(args.calib_dir) if args.calib_dir else None,
+        calib_samples=args.calib_samples, calib_method=args.calib_method, gated=args.gated,
+        runtime_options=runtime_options(args.target, args.option),
     )
     result = export(request)
     manifest = result.manifest
     parity = manifest.parity
     print(f"artifact: {result.artifact_dir} ({manifest.status})")
+    model = manifest.model
+    if model.base and model.overrides:
+        print(f"model: {model.base} with " + ", ".join(f"{k} {v}" for k, v in model.overrides.items()))
+    for line in model.inferred or []:
+        print(f"inferred: {line}")
+    for line in model.notes or []:
+        print(f"note: {line}")
     if manifest.onnx and manifest.onnx.auto:
-        print(f"passes auto: chose {manifest.onnx.auto['winner']} ({manifest.onnx.auto['reason']})")
+        print(f"passes auto: chose {manifest.onnx.auto.winner} ({manifest.onnx.auto.reason})")
     for record in manifest.onnx.passes if manifest.onnx else []:
         print(f"pass {record.name}: {record.changed} change(s)")
     if parity.skipped:
@@ -98,18 +106,18 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"note: {parity.note}")
     if manifest.weights.source == "random-init":
         print("weights: random init (pass --weights for a checkpoint)")
-    return 0 if parity.passed is not False else EXIT_FAILED
+    return result.exit_code
 
 
 def cmd_debug_precision(args: argparse.Namespace) -> int:
     from deploy.diagnose.precision import format_report
     from deploy.diagnose.run import DebugRequest, debug_precision
 
-    request = DebugRequest(args.model, args.target, args.precision, weights=args.weights, dataset=args.dataset,
-                           samples=args.samples, calib_method=args.calib_method,
-                           calib_dir=Path(args.calib_dir) if args.calib_dir else None)
+    model = model_request(args)
+    request = DebugRequest(model, args.target, args.precision, dataset=args.dataset, samples=args.samples,
+                           calib_method=args.calib_method, calib_dir=Path(args.calib_dir) if args.calib_dir else None)
     report, inputs = debug_precision(request)
-    print(f"{args.model} on {args.target} {args.precision} against fp32, on {inputs}")
+    print(f"{model.display_name} on {args.target} {args.precision} against fp32, on {inputs}")
     print(format_report(report, args.top))
     return 0
 
@@ -123,11 +131,36 @@ def cmd_profile(args: argparse.Namespace) -> int:
         from deploy.fileio import ensure_writable
 
         ensure_writable(Path(args.json).resolve().parent, "--json")
-    profile = profile_artifact(Path(args.artifact), settings)
+    profile = profile_artifact(Path(args.artifact), settings, _artifact_options(args))
     print(format_profile(profile, f"{args.artifact}: "))
     if args.json:
         write_profile(Path(args.json), profile)
         print(f"\nprofile: {args.json}")
+    return 0
+
+
+def _artifact_options(args: argparse.Namespace) -> dict[str, str]:
+    """`--option` items for a command on one artifact: they override the options it was built with."""
+    if not args.option:
+        return {}
+    from deploy.export.artifacts import read_manifest
+
+    target = read_manifest(Path(args.artifact)).target
+    return option_values(args.option, [target])[target]
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from deploy.predict import format_predictions, predict_files, predictions_json
+
+    labels = None
+    if args.labels:
+        from deploy.export.artifacts import read_manifest
+        from models.card import read_labels
+
+        labels = read_labels(Path(args.labels), int(read_manifest(Path(args.artifact)).outputs[0].shape[-1] or 0))
+    predictions = predict_files(Path(args.artifact), [Path(p) for p in args.images], top=args.top, labels=labels,
+                                threads=args.threads, options=_artifact_options(args))
+    print(json.dumps(predictions_json(predictions), indent=2) if args.json else format_predictions(predictions))
     return 0
 
 

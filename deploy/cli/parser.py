@@ -18,6 +18,35 @@ def _precision_args(parser: argparse.ArgumentParser) -> None:
                            help=f"same as --precision {name}")
 
 
+def _device_profiles_arg(parser: argparse.ArgumentParser) -> None:
+    # Device profiles (what a device is, for bench --device): not the per-layer profiles of --profile.
+    parser.add_argument("--device-profiles", dest="profiles", action="append", metavar="DIR",
+                        help="folder of user device profiles (repeatable)")
+    parser.add_argument("--profiles", dest="profiles", action="append", help=argparse.SUPPRESS)  # the old spelling
+
+
+def _model_args(parser: argparse.ArgumentParser) -> None:
+    """What makes a model other than a zoo variant as registered: a fine-tune, a factory, labels, a name."""
+    group = parser.add_argument_group("your own model")
+    group.add_argument("--num-classes", type=int, metavar="N",
+                       help="classes of a fine-tuned head (default: the checkpoint's, else the variant's)")
+    group.add_argument("--img-size", type=int, metavar="S",
+                       help="input size a model was fine-tuned at (default: the checkpoint's, else the variant's); "
+                            "position embeddings of a checkpoint at another size are resampled")
+    group.add_argument("--model-factory", metavar="MODULE:FUNCTION",
+                       help="build the model with your own function (package.module:function or path/file.py:function) "
+                            "returning an nn.Module; MODEL is then only its name")
+    group.add_argument("--labels", metavar="FILE", help="class names, one a line, in the model's output order")
+    group.add_argument("--name", help="the name its artifacts and results take (default: the model's)")
+
+
+def _option_arg(parser: argparse.ArgumentParser, applies: str) -> None:
+    parser.add_argument("--option", action="append", metavar="[TARGET.]KEY=VALUE",
+                        help=f"a setting of a target's runtime adapter, repeatable ({applies}; e.g. num_streams=1 for "
+                             "openvino, compute_units=CPU_AND_NE for coreml, providers=cuda,cpu for onnxruntime); "
+                             "`python -m deploy doctor` lists each target's")
+
+
 def _bench_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="latency percentiles, throughput, memory, parity and accuracy per device")
     p.add_argument("models", nargs="*", metavar="MODEL", help="models (default: the --device profile's)")
@@ -25,7 +54,7 @@ def _bench_parsers(sub: argparse._SubParsersAction) -> None:
                    help="cpu | cuda | jetson | mac | auto, a user profile name or a .toml path: "
                    "runtimes, precisions, batches, timing and settings to record (refused if not on that device); "
                    "with --cluster, repeatable: each profile runs on the nodes labelled with its name")
-    p.add_argument("--profiles", action="append", metavar="DIR", help="folder of user profiles (repeatable)")
+    _device_profiles_arg(p)
     p.add_argument("--target", action="append", help="repeatable (default: the profile's, else torch and onnxruntime)")
     p.add_argument("--batch", type=int, action="append", help="repeatable (default: the profile's, else 1)")
     _precision_args(p)
@@ -58,6 +87,8 @@ def _bench_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", action="store_true", default=None,
                    help="also a per-layer profile of each engine at its first batch, through the runtime's own "
                         "profiler, in runs separate from the timed ones")
+    _option_arg(p, "applied where each engine is built and loaded")
+    _model_args(p)
 
     p = sub.add_parser("report", help="HTML report with plots and the MAC-to-latency fidelity table")
     p.add_argument("results", nargs="+", metavar="RESULTS.json")
@@ -85,10 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("export", help="model -> ONNX -> passes -> engine -> parity -> artifact folder")
-    p.add_argument("model")
-    p.add_argument("--target", default="onnxruntime", help="onnxruntime (default), openvino, tensorrt, coreml, torch")
+    p.add_argument("model", nargs="?", metavar="MODEL",
+                   help="a zoo variant (python -m deploy list), or a Hugging Face model folder")
+    p.add_argument("--target", default="onnxruntime",
+                   help="onnxruntime (default), openvino, tensorrt, coreml, executorch, torch")
     _precision_args(p)
-    p.add_argument("--weights", help="local official checkpoint (.pth); without it, random init")
+    p.add_argument("--weights", help="checkpoint: .pth/.pt/.bin (torch.load, weights only) or .safetensors, or a "
+                   "Hugging Face model folder; without it, random init (or the variant's shipped weights)")
     ema = p.add_mutually_exclusive_group()
     ema.add_argument("--ema", dest="use_ema", action="store_const", const=True, help="load 'model_ema' weights")
     ema.add_argument("--no-ema", dest="use_ema", action="store_const", const=False, help="load 'model' weights")
@@ -99,17 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "that passes parity) | a,b | +a,-b; `python -m deploy passes` lists them")
     p.add_argument("--opset", type=int, help="override the target's ONNX opset")
     p.add_argument("--threads", type=int, help="runtime threads")
-    p.add_argument("--device", help="runtime device (e.g. OpenVINO CPU/GPU)")
-    p.add_argument("--option", action="append", metavar="KEY=VALUE",
-                   help="a setting of the target's runtime adapter, repeatable (e.g. num_streams=1 for openvino, "
-                        "compute_units=CPU_AND_NE for coreml); `python -m deploy doctor` lists each target's")
+    p.add_argument("--runtime-device", help="the runtime's own device (e.g. OpenVINO CPU/GPU); not a device profile")
+    p.add_argument("--device", dest="runtime_device", help=argparse.SUPPRESS)  # the old spelling of --runtime-device
+    _option_arg(p, "recorded in the manifest, restored on load")
     p.add_argument("--calib-dir", help="images for int8 calibration (class subfolders allowed)")
     p.add_argument("--calib-samples", type=int, default=64, help="int8 calibration samples (default 64)")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
                    help="how int8 Q/DQ calibration turns activation ranges into scales (default minmax)")
     p.add_argument("--seed", type=int, default=0, help="seed of the parity inputs")
-    p.add_argument("--no-gate", dest="gate", action="store_false",
+    p.add_argument("--no-gate", dest="gated", action="store_false",
                    help="keep an engine that fails parity (its manifest still says failed)")
+    _model_args(p)
 
     _bench_parsers(sub)
 
@@ -117,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--cluster", metavar="ADDRESS", help="every node of a Ray cluster instead: labels, detected device, "
                    "runtimes, whether each can build and run")
-    p.add_argument("--profiles", action="append", metavar="DIR", help="folder of user profiles (repeatable)")
+    _device_profiles_arg(p)
     p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
                    help="with --cluster, how long the nodes may take to answer (default 120; a node imports every "
                         "runtime to answer, which takes longer on a slow or busy machine)")
@@ -126,14 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", required=True, help="the Ray head, HOST:PORT")
     p.add_argument("--device", default="auto", help="the profile this node stands for (default auto: the kind "
                    "detected here); refused if this machine is not that kind of device")
-    p.add_argument("--profiles", action="append", metavar="DIR", help="folder of user profiles (repeatable)")
+    _device_profiles_arg(p)
     p.add_argument("--node-ip-address", help="this node's address as the cluster should reach it")
     p.add_argument("--dry-run", action="store_true", help="print the ray start command, do not run it")
 
     sub.add_parser("passes", help="the graph passes and what each does")
 
     p = sub.add_parser("debug-precision", help="where a low-precision graph loses accuracy: per-layer error vs fp32")
-    p.add_argument("model")
+    p.add_argument("model", nargs="?", metavar="MODEL", help="a zoo variant, or a Hugging Face model folder")
     p.add_argument("--target", default="onnxruntime", help="whose graph to debug (default onnxruntime)")
     p.add_argument("--precision", default="int8", choices=["fp16", "int8"], help="default int8")
     p.add_argument("--weights", help="checkpoint (default: the shipped one, else random init)")
@@ -142,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-dir", help="int8 calibration images, as for export")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--top", type=int, default=5, help="how many of the worst layers to list")
+    _model_args(p)
 
     p = sub.add_parser("profile", help="where an engine's time goes: per-layer profile through its runtime's "
                        "profiler, attributed to the model's modules next to their MACs")
@@ -152,6 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="default 1")
     p.add_argument("--top", type=int, default=10, help="how many of the slowest nodes to list (default 10)")
     p.add_argument("--json", help="write the full profile (every module group and runtime node) to this file")
+    _option_arg(p, "overriding those the artifact was built with")
+
+    p = sub.add_parser("predict", help="classify images with an artifact, in its own preprocessing and labels")
+    p.add_argument("artifact", metavar="ARTIFACT_DIR")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top", type=int, default=5, help="how many classes to list per image (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--labels", metavar="FILE", help="class names, one a line, instead of the artifact's")
+    p.add_argument("--threads", type=int, help="runtime threads")
+    _option_arg(p, "overriding those the artifact was built with")
 
     p = sub.add_parser("inspect", help="op histogram, opset, inputs and outputs of an ONNX file")
     p.add_argument("file")

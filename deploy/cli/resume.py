@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 # bench flag -> BenchSettings field it sets
 SETTING_FLAGS = {"warmup": "warmup_s", "runs": "runs", "duration": "duration_s", "buffers": "buffers",
                  "threads": "threads", "seed": "seed", "dataset": "dataset", "limit": "dataset_limit",
-                 "passes": "passes", "weights": "weights", "profile": "layer_profile"}
+                 "passes": "passes", "weights": "weights", "profile": "layer_profile", "num_classes": "num_classes",
+                 "img_size": "img_size", "model_factory": "model_factory"}
 
 
 def resumed_request(args: argparse.Namespace) -> BenchRequest:
@@ -49,7 +50,7 @@ def resumed_request(args: argparse.Namespace) -> BenchRequest:
     return BenchRequest(models=plan.models, targets=plan.targets, batches=plan.batches, settings=document.settings,
                         out=Path(plan.out or "artifacts"), precision=plan.precision,
                         precisions={t: tuple(p) for t, p in plan.precisions.items()} if plan.precisions else None,
-                        device=document.environment.get("device"))
+                        device=document.environment.device)
 
 
 def _normal(value: Any) -> Any:

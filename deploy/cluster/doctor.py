@@ -71,7 +71,7 @@ def _label_check(node: ClusterNode, report: NodeReport, profiles: Sequence[Path]
     try:
         profile = load_profile(node.device, list(profiles))
     except DeployError:
-        return f"no profile {node.device!r} on this driver (give --profiles DIR)"
+        return f"no profile {node.device!r} on this driver (give --device-profiles DIR)"
     if profile.device not in report.detected:
         detected = ", ".join(report.detected)
         return f"WRONG: profile {profile.name} needs a {profile.device} device, the node detects {detected}"

@@ -22,8 +22,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import models
-
 from ..bench.device_profiles import DeviceProfile
 from ..bench.group import planned_row, run_group
 from ..bench.plan import BenchRequest, Group
@@ -219,8 +217,7 @@ class _Dispatch:
                                                       f"(the last, {host}, left mid-run)"))
 
     def _failed(self, group: Group, slot: _Slot, error: str) -> list[ResultRow]:
-        info = models.get_model_info(group.model)
-        return [replace(planned_row(info, group, batch, self.request.settings.weights), status="failed",
+        return [replace(planned_row(group, batch), status="failed", weights=self.request.settings.weights,
                         error=error, device=group.device, node=slot.report.record) for batch in group.batches]
 
     def _unpack(self, slot: _Slot, group: Group, archive: bytes) -> None:

@@ -19,8 +19,6 @@ from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
-import models
-
 from ..bench.accuracy import References
 from ..bench.detect import Detection, detect, device_settings
 from ..bench.device_profiles import DeviceProfile, require_device
@@ -142,9 +140,7 @@ class NodeBench:
     def run(self, group: Group, fetch: bool = False) -> tuple[list[ResultRow], bytes | None]:
         """The group's rows, tagged with this node (and the engine folder as a tar archive when `fetch`)."""
         if self.mislabelled:
-            info = models.get_model_info(group.model)
-            rows = [replace(planned_row(info, group, b, None), status="failed", error=self.mislabelled)
-                    for b in group.batches]
+            rows = [replace(planned_row(group, b), status="failed", error=self.mislabelled) for b in group.batches]
         else:
             rows = self.setup.run_group(group, self.context)
         tagged = [replace(row, weights=self.setup.settings.weights or row.weights, device=group.device,

@@ -7,12 +7,15 @@ Datasets:
 - a folder ImageNet-style: one subfolder per class. Class indices follow the sorted subfolder names
   (torchvision's `ImageFolder` convention, which is the ImageNet-1k index for its wnid folders), or
   the order of a `classes.txt` beside them (one name a line) when the folder holds only some classes.
+  A folder of one class and no `classes.txt` is noted: all its images get label 0.
 
-Images go through the model's own eval transform (`deploy.data.images.preprocess`, Pillow + numpy).
+Images go through the model's own eval transform (`deploy.data.images.preprocess`, Pillow + numpy); files
+that do not decode are left out, unless too many do not (`images.read_labelled`).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -20,12 +23,12 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from ..errors import DeployError
-from .images import images_in, no_images_error, preprocess_for, read_images
+from .images import images_in, no_images_error, preprocess_for, read_labelled
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from models.registry import ModelInfo
+    from models import Preprocessing
 
 Split = Literal["test", "train"]
 SPLITS: tuple[Split, ...] = ("test", "train")
@@ -36,6 +39,8 @@ DIGITS_TRAIN_FILE = Path(__file__).parent / "digits_train.npz"
 SHIPPED = {"digits": DIGITS_FILE}
 # ... and the training file of the same set (disjoint from it; calibration draws from here).
 SHIPPED_TRAIN = {"digits": DIGITS_TRAIN_FILE}
+log = logging.getLogger("deploy")
+_NOTED: set[Path] = set()  # one-class folders already noted in this process (each model reads the folder again)
 
 
 @dataclass
@@ -57,15 +62,15 @@ def digits_image(pixels: np.ndarray) -> Image:
     return Image.fromarray(np.asarray(pixels, dtype=np.uint8), "L")
 
 
-def load_digits_set(info: ModelInfo, path: Path = DIGITS_FILE, limit: int | None = None) -> LabeledSet:
-    """Shipped digits (`images` uint8 (N, 8, 8), `labels`; held-out by default), preprocessed for `info`."""
+def load_digits_set(preprocessing: Preprocessing, path: Path = DIGITS_FILE, limit: int | None = None) -> LabeledSet:
+    """Shipped digits (`images` uint8 (N, 8, 8), `labels`; held-out by default), preprocessed for a model."""
     try:
         with np.load(path) as data:
             pixels, labels = data["images"], data["labels"].astype(np.int64)
     except (OSError, KeyError, ValueError) as exc:
         raise DeployError(f"cannot read the digits set {path}: {exc}") from None
     pixels, labels = pixels[:limit], labels[:limit]
-    transform = preprocess_for(info)
+    transform = preprocess_for(preprocessing)
     images = np.stack([transform(digits_image(p)) for p in pixels])
     return LabeledSet("digits", images, labels, [str(i) for i in range(10)], str(path))
 
@@ -86,19 +91,24 @@ def class_folders(folder: Path) -> tuple[list[str], dict[str, int]]:
             raise DeployError(f"{listing} does not list the class folder(s) {', '.join(unknown[:5])}")
     else:
         classes = subfolders
+        if len(subfolders) == 1 and folder.resolve() not in _NOTED:
+            _NOTED.add(folder.resolve())
+            log.warning("%s has one class folder (%s) and no classes.txt, so every image gets label 0, the "
+                        "model's first class, and top-1 counts only predictions of that class as right; list the "
+                        "model's classes in output order in %s (one a line)", folder, subfolders[0], listing)
     index = {name: i for i, name in enumerate(classes)}
     return classes, {name: index[name] for name in subfolders}
 
 
-def load_image_folder(folder: Path, info: ModelInfo, limit: int | None = None) -> LabeledSet:
+def load_image_folder(folder: Path, preprocessing: Preprocessing, limit: int | None = None) -> LabeledSet:
     """Labelled images from class subfolders; with `limit`, a class-balanced subset (round robin)."""
     classes, index = class_folders(folder)
     per_class = [images_in(Path(folder) / name) for name in index]
     picked = _round_robin(list(zip(index.values(), per_class, strict=True)), limit)
     if not picked:
         raise no_images_error(folder)
-    images = read_images([path for path, _ in picked], info)
-    labels = np.array([label for _, label in picked], dtype=np.int64)
+    images, kept = read_labelled([path for path, _ in picked], preprocessing, Path(folder))
+    labels = np.array([picked[i][1] for i in kept], dtype=np.int64)
     return LabeledSet(Path(folder).name, images, labels, classes, str(folder))
 
 
@@ -113,8 +123,9 @@ def _round_robin(groups: list[tuple[int, list[Path]]], limit: int | None) -> lis
     return picked[:limit] if limit else picked
 
 
-def load_dataset(spec: str, info: ModelInfo, limit: int | None = None, split: Split = "test") -> LabeledSet:
-    """`digits` (shipped) or a class-subfolder image folder, preprocessed for the model `info`.
+def load_dataset(spec: str, preprocessing: Preprocessing, limit: int | None = None, split: Split = "test",
+                 num_classes: int | None = None) -> LabeledSet:
+    """`digits` (shipped) or a class-subfolder image folder, preprocessed for a model of `num_classes` outputs.
 
     `split` picks a shipped set's held-out images ("test", to measure on) or its training images
     ("train", to calibrate on: never measure on these, the references were fitted to them). A folder is
@@ -123,11 +134,10 @@ def load_dataset(spec: str, info: ModelInfo, limit: int | None = None, split: Sp
     if split not in SPLITS:
         raise DeployError(f"unknown dataset split {split!r} (expected one of {', '.join(SPLITS)})")
     if spec in SHIPPED:
-        dataset = load_digits_set(info, (SHIPPED if split == "test" else SHIPPED_TRAIN)[spec], limit)
+        dataset = load_digits_set(preprocessing, (SHIPPED if split == "test" else SHIPPED_TRAIN)[spec], limit)
     else:
-        dataset = load_image_folder(Path(spec), info, limit)
-    num_classes = int(info.config.get("num_classes", 1000))
-    if len(dataset.classes) > num_classes:
-        raise DeployError(f"dataset {spec!r} has {len(dataset.classes)} classes but {info.name} predicts "
+        dataset = load_image_folder(Path(spec), preprocessing, limit)
+    if num_classes is not None and len(dataset.classes) > num_classes:
+        raise DeployError(f"dataset {spec!r} has {len(dataset.classes)} classes but the model predicts "
                           f"{num_classes}: it is not a dataset for this model")
     return dataset

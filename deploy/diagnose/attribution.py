@@ -22,10 +22,10 @@ one `scaled_dot_product_attention` on CPU) is split evenly between scores and co
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
-from .nodes import NodeInfo
+from ..export.node_map import NodeInfo
 
 # part -> (area, what it holds); the order is the report's.
 PARTS: dict[str, tuple[str, str]] = {
@@ -43,6 +43,7 @@ PARTS: dict[str, tuple[str, str]] = {
     "pool": ("pool", "token pooling (HVT) or spatial reduction (ViT-ResNAS) and its reshapes"),
     "residual": ("residual", "residual adds and other ops of a block or stage outside its sub-modules"),
     "head": ("head", "final norm, token mean or cls-token pick, classifier"),
+    "module": ("module", "a top-level child of a model outside the zoo's families (its sub-modules included)"),
     "other": ("other", "nodes with no recorded module"),
 }
 # Parts of one attention that a fused op can absorb (their MACs move to it when it ran them).
@@ -56,7 +57,7 @@ LAYOUT_OPS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identi
               "Slice", "Gather", "Shape", "Expand"}
 _POOL_CLASS = re.compile(r"(SpatialReduction|Pool[123]d|Pooling)$")
 _QKV = {"qkv", "q", "k", "v", "proj_q", "proj_k", "proj_v", "q_proj", "k_proj", "v_proj"}
-_HEAD_MODULES = {"norm", "head", "cls_head", "fc_norm", "pre_logits"}
+_HEAD_MODULES = {"norm", "head", "cls_head", "fc_norm", "pre_logits", "classifier"}
 _NO_STACK = "_empty_nn_module_stack"
 # How much work an op does, for a runtime node that fuses nodes of several groups (the heaviest names it).
 _WEIGHT = {**dict.fromkeys(("MatMul", "Gemm", "Conv", "FusedMatMul", "QLinearMatMul", "MatMulInteger"), 3),
@@ -120,6 +121,9 @@ def _attention_part(node: NodeInfo, after_softmax: set[str]) -> str:
 
 def classify_nodes(nodes: Sequence[NodeInfo]) -> dict[str, Group]:
     """Every ONNX node's group (a node without a recorded module is `OTHER`)."""
+    foreign = foreign_top(n.module for n in nodes)
+    if foreign is not None:
+        return {node.name: foreign(node.module) for node in nodes}
     groups: dict[str, Group] = {}
     first_block = next((i for i, n in enumerate(nodes) if n.module and ".blocks." in f".{n.module}."), len(nodes))
     after_softmax = _downstream_of_softmax(nodes)
@@ -127,6 +131,29 @@ def classify_nodes(nodes: Sequence[NodeInfo]) -> dict[str, Group]:
         groups[node.name] = _node_group(node, index, first_block, after_softmax)
     _adopt_neighbours(nodes, groups)
     return groups
+
+
+def foreign_top(paths: Iterable[str | None]) -> Callable[[str | None], Group] | None:
+    """For a model outside the zoo's families (no `blocks.N`, no `patch_embed`): group by its top-level children,
+    below any wrapper every path shares (a Hugging Face classifier's `model.`); None for a zoo-like model."""
+    known = [p for p in paths if p and not p.startswith(_NO_STACK)]
+    if any(split_unit(p) is not None for p in known):
+        return None
+    split = [p.split(".") for p in known]
+    shared = 0
+    while split and all(len(parts) > shared + 1 for parts in split) and len({parts[shared] for parts in split}) == 1:
+        shared += 1
+
+    def group(path: str | None) -> Group:
+        if path is None:
+            return OTHER
+        parts = path.split(".") if path and not path.startswith(_NO_STACK) else []
+        top = parts[shared] if len(parts) > shared else ""
+        if top in _HEAD_MODULES:
+            return Group("head", "head")
+        return Group(top or "model", "module")
+
+    return group
 
 
 def _node_group(node: NodeInfo, index: int, first_block: int, after_softmax: set[str]) -> Group:
@@ -204,6 +231,12 @@ def classify_macs(macs: Mapping[str, Mapping[str, int]],
                   classes_of: Callable[[str], Sequence[str]]) -> dict[Group, int]:
     """MACs per group, from each module's own MACs (`models.complexity.macs_by_module`)."""
     out: dict[Group, int] = {}
+    foreign = foreign_top(macs)
+    if foreign is not None:
+        for path, ops in macs.items():
+            group = foreign(path)
+            out[group] = out.get(group, 0) + sum(ops.values())
+        return out
     for path, ops in macs.items():
         for op, count in ops.items():
             for group, share in _mac_groups(path, classes_of(path), _ATEN_OPS.get(op, "MatMul")):

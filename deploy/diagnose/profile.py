@@ -15,7 +15,7 @@ and a coverage outside 90-110 % gets a note saying why.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,11 +27,11 @@ from runtimes.profiling import ProfilingUnavailableError
 
 from ..errors import DeployError
 from ..export.manifest import Manifest
+from ..export.node_map import MODULE_MACS, NodeInfo, node_table, read_module_macs, read_node_map
 from ..export.stage import load_artifact
 from ..fileio import write_json_atomic
 from ..timing import TimingSettings, input_feeds
 from .attribution import ABSORBABLE, OTHER, PARTS, Group, classify_macs, classify_nodes, runtime_group
-from .nodes import NodeInfo, node_table, read_node_map
 from .records import PROFILE, LayerProfile, NodeShare, Share
 
 COVERAGE_TOLERANCE = 0.10  # shares must add up to the profiled wall time within this, or a note says why
@@ -65,7 +65,7 @@ def artifact_nodes(folder: Path, manifest: Manifest) -> list[NodeInfo]:
 
 
 def model_macs(name: str, batch: int) -> dict[Group, int]:
-    """MACs per module group at `batch`, counted on the meta device."""
+    """MACs per module group at `batch` of the zoo variant `name`, counted on the meta device."""
     from models.complexity import macs_by_module, meta_model, module_classes
 
     info = models.get_model_info(name)
@@ -73,18 +73,29 @@ def model_macs(name: str, batch: int) -> dict[Group, int]:
     return classify_macs(macs_by_module(model, info.input_size, batch), lambda path: module_classes(model, path))
 
 
+def artifact_macs(folder: Path, manifest: Manifest, batch: int) -> dict[Group, int]:
+    """MACs per module group at `batch`, from the table the export stage wrote into the artifact (artifacts
+    from before it existed: recounted from the zoo variant they name)."""
+    path = Path(folder) / MODULE_MACS
+    if not path.is_file():
+        return model_macs(manifest.model.name, batch)
+    table = read_module_macs(path)
+    per_batch: Mapping[str, Mapping[str, int]] = {module: {op: n * batch for op, n in entry.macs.items()}
+                                                  for module, entry in table.items()}
+    return classify_macs(per_batch, lambda module: table[module].classes if module in table else ())
+
+
 def profile_runner(runner: Runner, manifest: Manifest, folder: Path, settings: ProfileSettings,
                    timed_ms: float | None = None) -> LayerProfile:
     """Profile an active runner's engine (in a profiling engine of its own) and attribute it."""
-    info = models.get_model_info(manifest.model.name)
     table = artifact_nodes(folder, manifest)
     input_name = runner.input_specs[0].name if runner.input_specs else manifest.inputs[0].name
-    feeds = input_feeds(input_name, info.input_size, settings.batch,
+    feeds = input_feeds(input_name, tuple(int(d) for d in manifest.model.input_size), settings.batch,
                         TimingSettings(seed=settings.seed, buffers=settings.buffers))
     source = tuple(SourceNode(n.name, n.inputs, n.outputs) for n in table)
     load = _load_average()
     measured = runner.profile_layers(ProfileRequest(feeds, settings.runs, settings.warmup, source))
-    profile = attribute(measured, table, model_macs(info.name, settings.batch), settings.batch, settings.top)
+    profile = attribute(measured, table, artifact_macs(folder, manifest, settings.batch), settings.batch, settings.top)
     load = max(load, _load_average())
     cores = os.cpu_count() or 0
     if cores and load > cores:
@@ -109,9 +120,11 @@ def _load_average() -> float:
         return 0.0
 
 
-def profile_artifact(folder: Path, settings: ProfileSettings) -> LayerProfile:
-    """`python -m deploy profile ARTIFACT_DIR`: load the artifact, profile it, attribute it."""
-    runner, manifest = load_artifact(Path(folder), threads=settings.threads)
+def profile_artifact(folder: Path, settings: ProfileSettings,
+                     options: Mapping[str, object] | None = None) -> LayerProfile:
+    """`python -m deploy profile ARTIFACT_DIR`: load the artifact (with `options` over its runtime options),
+    profile it, attribute it."""
+    runner, manifest = load_artifact(Path(folder), threads=settings.threads, options=options)
     reason = runner.profiling_unavailable()
     if reason:
         raise ProfilingUnavailableError(f"{manifest.target}: {reason}")

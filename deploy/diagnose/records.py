@@ -14,6 +14,8 @@ from typing import Annotated
 
 from pydantic import Field, TypeAdapter
 
+from ..timing import NonNegative, Positive
+
 
 def _absent(value: object) -> bool:
     return value is None
@@ -27,10 +29,10 @@ class Share:
     """One slice of a profile: its time per inference and MACs, each as a share of the whole."""
 
     name: str  # the part ("qkv"), unit ("blocks.3"), group ("blocks.3/qkv") or runtime op type
-    time_ms: float
-    time_share: float  # of the profiled inference's wall time (`LayerProfile.total_ms`)
+    time_ms: NonNegative
+    time_share: NonNegative  # of the profiled inference's wall time (`LayerProfile.total_ms`)
     macs: int = 0
-    mac_share: float = 0.0
+    mac_share: NonNegative = 0.0
     nodes: int = 0  # runtime nodes in it
     area: Annotated[str | None, _OMITTED] = None  # for parts: attention, mlp, norm, embed, pool, head, ...
 
@@ -41,8 +43,8 @@ class NodeShare:
 
     name: str
     op_type: str
-    time_ms: float
-    time_share: float
+    time_ms: NonNegative
+    time_share: NonNegative
     group: str  # "blocks.3/qkv", or "other" when the runtime named no ONNX node
     kernel: Annotated[str | None, _OMITTED] = None
     onnx_nodes: Annotated[list[str] | None, _OMITTED] = None  # full profiles only
@@ -55,9 +57,9 @@ class LayerProfile:
     runtime: str
     batch: int
     runs: int
-    total_ms: float  # mean wall time of one profiled inference (separate from the timed runs)
-    node_ms: float  # the sum of the runtime nodes' times
-    coverage: float  # node_ms / total_ms: how much of the inference the nodes account for
+    total_ms: NonNegative  # mean wall time of one profiled inference (separate from the timed runs)
+    node_ms: NonNegative  # the sum of the runtime nodes' times
+    coverage: NonNegative  # node_ms / total_ms: how much of the inference the nodes account for
     macs: int
     parts: list[Share]
     units: list[Share]
@@ -66,7 +68,7 @@ class LayerProfile:
     unassigned: list[str] = field(default_factory=list)  # runtime nodes in "other": no ONNX node named
     notes: list[str] = field(default_factory=list)  # why coverage is off, what the profiler cannot see
     threads: Annotated[int | None, _OMITTED] = None
-    timed_ms: Annotated[float | None, _OMITTED] = None  # the cell's timed p50, when profiled by bench
+    timed_ms: Annotated[Positive | None, _OMITTED] = None  # the cell's timed p50, when profiled by bench
     file: Annotated[str | None, _OMITTED] = None  # the full profile (groups, every node), when written
     groups: Annotated[list[Share] | None, _OMITTED] = None  # full profiles only
     nodes: Annotated[list[NodeShare] | None, _OMITTED] = None  # full profiles only

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-import models
+from models import ModelCard, ModelRequest, load_model
+from models.fuse import folded
 
 from ..data.datasets import load_dataset
 from ..data.images import seeded_batch
@@ -22,7 +23,6 @@ from ..errors import DeployError
 from ..export import onnx_export
 from ..export.calibration import calibration_feeds
 from ..export.request import ExportRequest
-from ..export.stage import fold_batchnorm, seeded_model
 from ..export.targets import get_target, resolve_passes
 from ..passes import run_passes
 from ..passes.quantize import Calibration
@@ -31,10 +31,9 @@ from .precision import JUMP_DB, PrecisionReport, compare_graphs
 
 @dataclass(frozen=True)
 class DebugRequest:
-    model: str
+    model: ModelRequest | str  # a zoo name is short for ModelRequest(model=name)
     target: str = "onnxruntime"
     precision: str = "int8"
-    weights: str | None = None
     dataset: str | None = None  # default: the model's shipped labelled set, else seeded noise
     samples: int = 16
     calib_method: str = "minmax"
@@ -59,26 +58,29 @@ def build_graphs(request: DebugRequest) -> DebugGraphs:
         raise DeployError(f"debug-precision compares ONNX graphs; {spec.name} {request.precision} is not made in the "
                           "ONNX graph (" + ("the target converts from PyTorch" if spec.opset is None else
                                             "the runtime converts precision itself") + "): try --target onnxruntime")
-    info = models.get_model_info(request.model)
-    export_request = ExportRequest(info.name, spec.name, request.precision, weights=request.weights,
-                                   calib_dir=request.calib_dir, calib_method=request.calib_method, seed=request.seed)
-    module = fold_batchnorm(seeded_model(info.name, export_request))
-    clean = onnx_export.clean_up(onnx_export.export_onnx(module, info.input_size, spec.opset))
+    model_request = (request.model if isinstance(request.model, ModelRequest)
+                     else ModelRequest(model=request.model, seed=request.seed))
+    loaded = load_model(model_request)
+    card = loaded.card
+    export_request = ExportRequest(model_request, spec.name, request.precision, calib_dir=request.calib_dir,
+                                   calib_method=request.calib_method, seed=request.seed)
+    module = folded(loaded.module)
+    clean = onnx_export.clean_up(onnx_export.export_onnx(module, card.input_size, spec.opset))
     names = [n for n in resolve_passes(spec, "default", request.precision) if n not in appended]
-    feeds = calibration_feeds(export_request, info, request.precision)
+    feeds = calibration_feeds(export_request, card, request.precision)
     calibration = Calibration(feeds, request.calib_method) if feeds else None  # type: ignore[arg-type]
     fp32, _ = run_passes(clean, names)
     low, _ = run_passes(clean, [*names, *appended], calibration)
-    inputs, what = _inputs(request, info)
+    inputs, what = _inputs(request, card)
     return DebugGraphs(fp32, low, inputs, what)
 
 
-def _inputs(request: DebugRequest, info: models.ModelInfo) -> tuple[list[dict[str, np.ndarray]], str]:
-    spec = request.dataset or info.reference_dataset
+def _inputs(request: DebugRequest, card: ModelCard) -> tuple[list[dict[str, np.ndarray]], str]:
+    spec = request.dataset or card.reference_dataset
     if spec:
-        labelled = load_dataset(spec, info, request.samples)
+        labelled = load_dataset(spec, card.preprocessing, request.samples, num_classes=card.num_classes)
         return [{onnx_export.INPUT_NAME: image[None]} for image in labelled.images], f"{len(labelled)} {spec} images"
-    images = seeded_batch(info.input_size, request.samples, request.seed + 7)
+    images = seeded_batch(card.input_size, request.samples, request.seed + 7)
     return [{onnx_export.INPUT_NAME: image[None]} for image in images], f"{request.samples} seeded noise inputs"
 
 

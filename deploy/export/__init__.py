@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..callable import callable_package
+
 if TYPE_CHECKING:
     from .request import ExportRequest, ExportResult
     from .stage import export, load_artifact
@@ -32,3 +34,12 @@ def __getattr__(name: str) -> Any:
 
         return getattr(request, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _export(model: Any, target: str = "onnxruntime", /, **kwargs: Any) -> Any:
+    from .api import export_model
+
+    return export_model(model, target, **kwargs)
+
+
+callable_package(__name__, _export)  # `from deploy import export; export(model, "onnxruntime", ...)`

@@ -5,8 +5,13 @@
   killed with `kill -9` cannot clean up after itself); the next run sweeps before it starts.
 - `promote` holds an exclusive `flock` on the model folder, so concurrent exports of the same artifact
   serialise instead of racing on the rename (and no lock file is left behind).
-- `engine_hashes` records every engine file's sha256 (a package folder such as `.mlpackage` is hashed
-  over its files' names and bytes); `verify_files` refuses an engine whose bytes changed since.
+- Integrity covers every file a runner or a profile reads. `engine_hashes` records every engine file's
+  sha256 in the manifest (a package folder such as `.mlpackage` is hashed over its files' names and bytes),
+  and the node map's beside its name; `verify_files` refuses an artifact whose files changed since. The
+  manifest itself is covered by `manifest.sha256` beside it: the sha256 of its canonical JSON (keys sorted,
+  no whitespace), over whatever fields it holds, so a manifest gaining fields needs no change here.
+  `read_manifest` checks it before anything in the manifest is used. Either mismatch is an `IntegrityError`
+  naming the file (the CLI exits 1: a refused load).
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ..errors import DeployError
+from ..errors import DeployError, IntegrityError
 from .manifest import Manifest, parse_manifest
 
 MANIFEST = "manifest.json"
+DIGEST = "manifest.sha256"
 _OWNED = re.compile(r"^\.(?:.+\.(?:staging|old)|work|bench-onnx)-(?P<pid>\d+)-(?P<start>\d+)-")
 
 
@@ -148,35 +155,68 @@ def engine_hashes(folder: Path, files: Sequence[str]) -> dict[str, str]:
     return {name: file_sha256(Path(folder) / name) for name in files}
 
 
+def served_files(manifest: Manifest) -> dict[str, str | None]:
+    """Every file of the artifact a runner or a profile reads, with its recorded sha256 (None: not recorded)."""
+    files: dict[str, str | None] = {name: manifest.engine.sha256.get(name) for name in manifest.engine.files}
+    if manifest.onnx and manifest.onnx.node_map:
+        files[manifest.onnx.node_map] = manifest.onnx.node_map_sha256
+    files.update(manifest.files)
+    return files
+
+
 def verify_files(folder: Path, manifest: Manifest) -> None:
-    """Refuse an artifact whose engine files are missing or differ from what the manifest recorded."""
-    for name in manifest.engine.files:
+    """Refuse an artifact whose files are missing or differ from what the manifest recorded."""
+    for name, recorded in served_files(manifest).items():
         path = Path(folder) / name
         if not path.exists():
-            raise DeployError(f"{path} is missing; the artifact is incomplete: re-run export")
-        recorded = manifest.engine.sha256.get(name)
+            raise IntegrityError(f"{path} is missing; the artifact is incomplete: re-run export")
         if recorded is None:
-            raise DeployError(f"{folder}/{MANIFEST} records no sha256 for {name}; re-run export")
+            raise IntegrityError(f"{folder}/{MANIFEST} records no sha256 for {name}; re-run export")
         actual = file_sha256(path)
         if actual != recorded:
-            raise DeployError(f"{path} does not match its manifest (sha256 {recorded[:16]}... recorded, "
-                              f"{actual[:16]}... now): the engine was modified or corrupted; re-run export")
+            raise IntegrityError(f"{path} does not match its manifest (sha256 {recorded[:16]}... recorded, "
+                                 f"{actual[:16]}... now): the file was modified or corrupted; re-run export")
+
+
+def manifest_digest(data: Any) -> str:
+    """sha256 of a manifest's canonical JSON: keys sorted, no whitespace, ASCII (whatever fields it holds)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode("ascii")).hexdigest()
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> None:
-    from ..fileio import write_json_atomic
+    """`manifest.json`, then its digest beside it (both in the staging folder, promoted together)."""
+    from ..fileio import json_default, write_text_atomic
 
-    write_json_atomic(Path(folder) / MANIFEST, manifest.to_json())
+    text = json.dumps(manifest.to_json(), indent=2, default=json_default) + "\n"
+    write_text_atomic(Path(folder) / MANIFEST, text)
+    write_text_atomic(Path(folder) / DIGEST, manifest_digest(json.loads(text)) + "\n")
 
 
 def read_manifest(folder: Path) -> Manifest:
+    """The artifact's manifest, refused (`IntegrityError`) unless it is what its export wrote."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise DeployError(f"{folder} has no {MANIFEST}: not an artifact folder (re-run export)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DeployError(f"{path} is corrupt ({exc}); re-run export") from None
+        raise IntegrityError(f"{path} is corrupt ({exc}); re-run export") from None
     except OSError as exc:
         raise DeployError(f"cannot read {path}: {exc.strerror or exc}") from None
+    _check_digest(Path(folder), data)
     return parse_manifest(data, str(path))
+
+
+def _check_digest(folder: Path, data: Any) -> None:
+    path = folder / DIGEST
+    try:
+        recorded = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        raise IntegrityError(f"{folder} has no {DIGEST}, so its {MANIFEST} cannot be checked (written by an older "
+                             "vit-deploy, or not by export); re-run export") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IntegrityError(f"cannot read {path} ({exc}); re-run export") from None
+    actual = manifest_digest(data)
+    if actual != recorded:
+        raise IntegrityError(f"{folder / MANIFEST} does not match its digest in {DIGEST} (sha256 {recorded[:16]}... "
+                             f"recorded, {actual[:16]}... now): the manifest was modified or corrupted; re-run export")

@@ -36,7 +36,8 @@ from runtimes.base import first_line
 from ..data.images import seeded_batch
 from ..errors import DeployError
 from ..passes import run_passes
-from ..timing import LatencyStats, TimingSettings, input_feeds, interleaved_rounds
+from ..timing import MAX_SECONDS, LatencyStats, TimingSettings, input_feeds, interleaved_rounds
+from .manifest import AutotuneRecord, CandidateLatency, CandidateParity, CandidateRecord
 from .parity import TOLERANCES, compare
 from .targets import TargetSpec, resolve_passes
 
@@ -71,9 +72,12 @@ class AutotuneSettings:
                 settings = replace(settings, **{field_name: value})
         if settings.rounds < 1 or settings.runs < 1 or settings.batch < 1:
             raise DeployError("autotune rounds, runs and batch must be at least 1")
+        if not 0 <= settings.warmup_s <= MAX_SECONDS:  # also refuses NaN, which no clock ever passes
+            raise DeployError(f"DEPLOY_AUTO_WARMUP must be between 0 and {MAX_SECONDS:g} seconds, "
+                              f"not {settings.warmup_s}")
         return settings
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, float]:
         return {"rounds": self.rounds, "runs": self.runs, "warmup_s": self.warmup_s, "batch": self.batch,
                 "tie_margin": self.tie_margin}
 
@@ -93,50 +97,43 @@ def candidate_sets(target: TargetSpec, precision: str | None = None) -> list[tup
 
 
 def select_passes(proto: onnx.ModelProto, job: EngineJob, work: Path,
-                  settings: AutotuneSettings | None = None) -> dict[str, Any]:
+                  settings: AutotuneSettings | None = None) -> AutotuneRecord:
     """Build, gate and time every candidate; returns the manifest record, `passes` being the winner's."""
     settings = settings or AutotuneSettings.from_env()
     appended = list(job.target.precision_passes.get(job.precision, ()))
     x = seeded_batch(job.input_size, settings.batch, job.seed + settings.batch)
     trial = _Trial(job, x, job.reference(x), Path(work))
     started = time.perf_counter()
-    records: list[dict[str, Any]] = []
+    records: list[CandidateRecord] = []
     built: dict[str, str] = {}  # graph digest -> label
     with contextlib.ExitStack() as kept:
         runners: dict[str, Runner] = {}
         for index, (label, names) in enumerate(candidate_sets(job.target, job.precision)):
-            record: dict[str, Any] = {"label": label, "passes": names, "status": "ok"}
+            record = CandidateRecord(label, names)
             records.append(record)
             try:
                 graph, pass_records = run_passes(proto, [*names, *appended], job.calibration)
-                record["changes"] = {r.name: r.changed for r in pass_records}
+                record.changes = {r.name: r.changed for r in pass_records}
                 digest = hashlib.sha256(graph.SerializeToString()).hexdigest()
                 if digest in built:
-                    record.update(status="same-graph", same_as=built[digest])
+                    record.status, record.same_as = "same-graph", built[digest]
                     continue
                 built[digest] = label
                 runner = trial.run(graph, index, record, kept)
                 if runner is not None:
                     runners[label] = runner
             except Exception as exc:  # a candidate that does not build or load is an outcome, not a crash
-                record.update(status="error", error=f"{type(exc).__name__}: {first_line(exc)}")
+                record.status, record.error = "error", f"{type(exc).__name__}: {first_line(exc)}"
         if not runners:
             raise DeployError("--passes auto: no candidate built and passed parity: " + "; ".join(
-                f"{r['label']}: {r.get('error', r['status'])}" for r in records))
+                f"{r.label}: {r.error or r.status}" for r in records))
         _time_candidates(runners, records, job, settings)
 
-    winner, reason = _choose([r for r in records if "latency_ms" in r], settings.tie_margin)
-    return {
-        "winner": winner["label"],
-        "passes": winner["passes"],
-        "appended": appended,
-        "reason": reason,
-        "statistic": "score = best per-round median latency (ms), batch "
-                     f"{settings.batch}; rounds interleaved",
-        "settings": settings.to_json(),
-        "seconds": round(time.perf_counter() - started, 1),
-        "candidates": records,
-    }
+    winner, reason = _choose([r for r in records if r.latency_ms is not None], settings.tie_margin)
+    return AutotuneRecord(
+        winner=winner.label, passes=winner.passes, appended=appended, reason=reason,
+        statistic=f"score = best per-round median latency (ms), batch {settings.batch}; rounds interleaved",
+        settings=settings.to_json(), seconds=round(time.perf_counter() - started, 1), candidates=records)
 
 
 @dataclass(frozen=True)
@@ -148,7 +145,7 @@ class _Trial:
     expected: np.ndarray
     work: Path
 
-    def run(self, graph: onnx.ModelProto, index: int, record: dict[str, Any],
+    def run(self, graph: onnx.ModelProto, index: int, record: CandidateRecord,
             kept: contextlib.ExitStack) -> Runner | None:
         job, spec, output = self.job, self.job.source.input_specs[0], self.job.source.output_names[0]
         folder = self.work / f"auto-{index}"
@@ -160,42 +157,45 @@ class _Trial:
         with contextlib.ExitStack() as active:
             active.enter_context(runner)
             report = compare(self.expected, runner.infer({spec.name: self.x})[output], TOLERANCES[job.precision])
-            record["parity"] = {"max_abs_rel": report.max_abs_rel, "cosine": report.cosine, "passed": report.passed}
+            record.parity = CandidateParity(report.max_abs_rel, report.cosine, report.passed)
             if not report.passed:
-                record.update(status="failed-parity", error=report.reason)
+                record.status, record.error = "failed-parity", report.reason
                 return None
             kept.enter_context(active.pop_all())  # timed later, with the other passing candidates
         return runner
 
 
-def _time_candidates(runners: dict[str, Runner], records: list[dict[str, Any]], job: EngineJob,
+def _time_candidates(runners: dict[str, Runner], records: list[CandidateRecord], job: EngineJob,
                      settings: AutotuneSettings) -> None:
     timing = TimingSettings(warmup_s=settings.warmup_s, runs=settings.runs, buffers=2, seed=job.seed)
     feeds = input_feeds(job.source.input_specs[0].name, job.input_size, settings.batch, timing)
     timed = interleaved_rounds(runners, feeds, timing, settings.rounds, warm_once=True)
     for record in records:
-        label = record["label"]
-        if label in runners:
-            record["latency_ms"] = {**asdict(LatencyStats.of(timed.samples[label])),
-                                    "score": min(timed.medians[label]), "round_medians": timed.medians[label]}
+        if record.label in runners:
+            record.latency_ms = CandidateLatency(**asdict(LatencyStats.of(timed.samples[record.label])),
+                                                 score=min(timed.medians[record.label]),
+                                                 round_medians=timed.medians[record.label])
 
 
-def _choose(measured: list[dict[str, Any]], tie_margin: float) -> tuple[dict[str, Any], str]:
+def _score(record: CandidateRecord) -> float:
+    assert record.latency_ms is not None
+    return record.latency_ms.score
+
+
+def _choose(measured: list[CandidateRecord], tie_margin: float) -> tuple[CandidateRecord, str]:
     """The simplest candidate within `tie_margin` of the fastest, and why."""
-    fastest = min(measured, key=lambda r: r["latency_ms"]["score"])
-    best = fastest["latency_ms"]["score"]
-    winner = next(r for r in measured if r["latency_ms"]["score"] <= best * (1 + tie_margin))
-    score = winner["latency_ms"]["score"]
-    plain = next((r for r in measured if r["label"] == "none"), None)
+    fastest = min(measured, key=_score)
+    best = _score(fastest)
+    winner = next(r for r in measured if _score(r) <= best * (1 + tie_margin))
+    score = _score(winner)
+    plain = next((r for r in measured if r.label == "none"), None)
     versus = ""
     if plain is not None and plain is not winner:
-        ratio = score / plain["latency_ms"]["score"]
-        versus = f"; {ratio:.3f}x the plain export's {plain['latency_ms']['score']:.2f} ms"
+        versus = f"; {score / _score(plain):.3f}x the plain export's {_score(plain):.2f} ms"
     if winner is fastest:
         others = [r for r in measured if r is not winner]
-        runner_up = min(others, key=lambda r: r["latency_ms"]["score"]) if others else None
-        gap = (f", {runner_up['latency_ms']['score'] / score - 1:.1%} ahead of {runner_up['label']}"
-               if runner_up else "")
+        runner_up = min(others, key=_score) if others else None
+        gap = f", {_score(runner_up) / score - 1:.1%} ahead of {runner_up.label}" if runner_up else ""
         return winner, f"fastest passing parity: {score:.2f} ms{gap}{versus}"
-    return winner, (f"within {tie_margin:.0%} of the fastest ({fastest['label']}, {best:.2f} ms) and simpler: "
+    return winner, (f"within {tie_margin:.0%} of the fastest ({fastest.label}, {best:.2f} ms) and simpler: "
                     f"{score:.2f} ms{versus}")

@@ -21,25 +21,27 @@ from .targets import resolve_passes
 if TYPE_CHECKING:
     import onnx
 
-    from .request import EngineJob, ExportRequest
+    from .autotune import AutotuneSettings
+    from .request import EngineJob
 
 EXPORTER = "torch.onnx.export(dynamo=True) + onnxslim"
 
 
-def prepare_onnx(job: EngineJob, key: GraphKey, request: ExportRequest, cache: OnnxCache, work: Path) -> SavedGraph:
-    """The rewritten graph for this job: `--passes auto` measures candidates, otherwise the spec's list."""
+def prepare_onnx(job: EngineJob, key: GraphKey, passes: str | None, autotune: AutotuneSettings | None,  # noqa: PLR0913
+                 cache: OnnxCache, work: Path) -> SavedGraph:
+    """The rewritten graph for this job: `--passes auto` measures candidates, otherwise the `passes` spec's list."""
 
     def clean() -> onnx.ModelProto:
         return cache.clean(key, lambda: onnx_export.clean_up(
             onnx_export.export_onnx(job.source.module, job.input_size, key.opset)))
 
     auto = None
-    if request.passes == "auto":
+    if passes == "auto":
         auto = cache.auto_choice(key, job.target.name, job.precision,
-                                 lambda: select_passes(clean(), job, work / "auto", request.autotune))
-        pass_names = list(auto["passes"])
+                                 lambda: select_passes(clean(), job, work / "auto", autotune))
+        pass_names = list(auto.passes)
     else:
-        pass_names = resolve_passes(job.target, request.passes, job.precision)
+        pass_names = resolve_passes(job.target, passes, job.precision)
     # Precisions whose graph the export stage converts itself (fp16 with fp32 islands) append their pass.
     pass_names += [name for name in job.target.precision_passes.get(job.precision, ()) if name not in pass_names]
     graph = cache.saved(key, _cache_key(pass_names, job)) or _rewrite(clean(), key, tuple(pass_names), cache, job)

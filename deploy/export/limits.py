@@ -16,11 +16,13 @@ import resource
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DeployError
 
 if TYPE_CHECKING:
+    from models import ModelRequest
+
     from .request import ExportRequest
     from .targets import TargetSpec
 
@@ -54,12 +56,19 @@ def available_memory() -> int | None:
 
 @functools.cache
 def largest_activation_bytes(model: str) -> int:
-    """The largest intermediate tensor of one image through `model` (fp32), traced on the meta device."""
+    """The largest intermediate tensor of one image through the zoo variant `model` (fp32), on the meta device."""
+    import models
+    from models.complexity import meta_model
+
+    return activation_bytes(meta_model(model), models.get_model_info(model).input_size)
+
+
+def activation_bytes(module: Any, input_size: tuple[int, ...]) -> int:
+    """The largest intermediate tensor of one image through `module` (fp32), traced on the meta device."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    import models
-    from models.complexity import meta_model
+    from models.complexity import on_meta
 
     class Largest(TorchDispatchMode):
         largest = 0
@@ -71,15 +80,38 @@ def largest_activation_bytes(model: str) -> int:
                     self.largest = max(self.largest, tensor.numel() * tensor.element_size())
             return out
 
-    module = meta_model(model).eval()
-    x = torch.empty(1, *models.get_model_info(model).input_size, device="meta")
-    with Largest() as tracer, torch.no_grad():
-        module(x)
+    meta = on_meta(module).eval()
+    x = torch.empty(1, *input_size, device="meta")
+    try:
+        with Largest() as tracer, torch.no_grad():
+            meta(x)
+    except Exception:  # a module the meta device cannot run: no estimate, so no refusal on memory
+        return 0
     return tracer.largest
 
 
 def check_batches(batches: Sequence[int], model: str, flag: str = "--batch") -> None:
-    """One error line, before any work, for a batch size that is not positive or cannot fit here."""
+    """One error line, before any work, for a batch size that is not positive or cannot fit here (a zoo variant)."""
+    check_batch_sizes(batches, flag)
+    check_batches_fit(batches, largest_activation_bytes(model), model, flag)
+
+
+def check_zoo_fit(model: ModelRequest, batches: Sequence[int]) -> bool:
+    """For a zoo variant at its registered size, check that the batches fit before anything is built (its
+    activations are known from the registry); False for any other model, to be checked once it is built."""
+    from models.card import is_hub_folder
+
+    if model.module is not None or model.factory is not None or model.model is None or model.img_size is not None \
+            or is_hub_folder(model.model):
+        return False
+    import models
+
+    check_batches(batches, models.resolve_name(model.model))
+    return True
+
+
+def check_batch_sizes(batches: Sequence[int], flag: str = "--batch") -> None:
+    """Batch sizes are positive integers up to `MAX_BATCH`."""
     bad = [b for b in batches if isinstance(b, bool) or not isinstance(b, int) or b < 1]
     if bad or not batches:
         raise DeployError(f"{flag} {bad[0] if bad else '(none)'}: batch sizes are positive integers")
@@ -87,10 +119,15 @@ def check_batches(batches: Sequence[int], model: str, flag: str = "--batch") -> 
     if largest > MAX_BATCH:
         raise DeployError(f"{flag} {largest} is over {MAX_BATCH}, the largest batch the exported engines declare "
                           f"(their batch range is 1..{MAX_BATCH})")
+
+
+def check_batches_fit(batches: Sequence[int], image_bytes: int, model: str, flag: str = "--batch") -> None:
+    """The largest batch fits this machine's memory, at `image_bytes` of largest activation per image."""
     memory = available_memory()
-    if memory is None:
+    if memory is None or not image_bytes:
         return
-    per_image = largest_activation_bytes(model) * LIVE_COPIES
+    largest = max(batches)
+    per_image = image_bytes * LIVE_COPIES
     fits = max(1, memory // max(per_image, 1))
     if largest > fits:
         raise DeployError(f"{flag} {largest} is more than this machine can hold for {model}: about {fits} images "

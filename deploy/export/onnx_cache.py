@@ -10,22 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import onnx
 
-    from .manifest import OnnxRecord
+    from .manifest import AutotuneRecord, OnnxRecord
 
 
 @dataclass(frozen=True)
 class GraphKey:
-    """What a clean export depends on: the model, its weights and seed, and the opset."""
+    """What a clean export depends on: the model (by name, and what it was asked to be), and the opset."""
 
     model: str
-    weights: str | None
-    use_ema: bool | None
-    seed: int
+    identity: str  # a digest of the model request: weights, overrides, seed, factory or module
     opset: int
 
     @property
@@ -53,7 +51,7 @@ class OnnxCache:
         self.folder = Path(folder)
         self._model: str | None = None
         self._clean: dict[GraphKey, onnx.ModelProto] = {}
-        self._auto: dict[tuple[GraphKey, str, str], dict[str, Any]] = {}
+        self._auto: dict[tuple[GraphKey, str, str], AutotuneRecord] = {}
         self._saved: dict[tuple[GraphKey, tuple[str, ...]], SavedGraph] = {}
 
     def _hold(self, key: GraphKey) -> None:
@@ -71,7 +69,7 @@ class OnnxCache:
         return self._clean[key]
 
     def auto_choice(self, key: GraphKey, target: str, precision: str,
-                    tune: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+                    tune: Callable[[], AutotuneRecord]) -> AutotuneRecord:
         """`--passes auto`'s record for (target, precision), measured by `tune()` the first time."""
         self._hold(key)
         slot = (key, target, precision)

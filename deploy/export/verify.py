@@ -1,10 +1,9 @@
 """The parity gate's run: the built engine and PyTorch fp32 on the same inputs, at every batch.
 
-Seeded standard-normal inputs at every requested batch for every precision (int8's figures recorded, not
-gated); and for low precision on a model with a shipped labelled set, top-1 agreement with PyTorch on its
-held-out images (>= `MIN_AGREEMENT`), which is then the gate that matters. Comparison itself is
-`parity.compare` (kept apart from running, as Polygraphy does); this module runs both sides and hands on
-the manifest's `parity` record.
+Seeded standard-normal inputs at every requested batch for every precision; and for low precision on a model
+with a shipped labelled set, top-1 agreement with PyTorch on its held-out images (>= `MIN_AGREEMENT`).
+Comparison itself is `parity.compare` (kept apart from running, as Polygraphy does); this module runs both
+sides and hands on the measured `parity` record, which `gate.decide` judges.
 """
 
 from __future__ import annotations
@@ -18,25 +17,23 @@ from runtimes import Runner
 from ..data.images import seeded_batch
 from .accuracy import predict, topk
 from .manifest import ParityRecord, RealDataRecord
-from .parity import LOW_PRECISIONS, MIN_AGREEMENT, RANDOM_INT8_NOTE, TOLERANCES, compare, summarise
+from .parity import LOW_PRECISIONS, MIN_AGREEMENT, TOLERANCES, compare, summarise
 
 if TYPE_CHECKING:
     from runtimes import Availability, BuildResult
 
     from .request import EngineJob
 
-FIX_HINT = "find the layer with: python -m deploy debug-precision {model} --target {target} --precision {precision}"
-
 
 def verify_engine(job: EngineJob, status: Availability, folder: Path, build: BuildResult,
                   batches: Sequence[int]) -> ParityRecord:
-    """Parity of the engine in `folder` against PyTorch fp32, or why it could not run here."""
+    """The engine in `folder` against PyTorch fp32 (measured, not yet judged), or why it could not run here."""
     tolerance = TOLERANCES[job.precision]
     limits = {"max_abs_rel": tolerance.max_abs_rel, "min_cosine": tolerance.min_cosine}
     inputs = f"standard normal, seed {job.seed}"
     # An engine may be unrunnable here even where its runtime runs (ExecuTorch's Core ML delegate on Linux).
-    if not status.can_run or build.details.get("can_run_here") is False:
-        reason = status.reason if not status.can_run else build.details.get("run_reason", "")
+    if not status.can_run or not build.can_run_here:
+        reason = status.reason if not status.can_run else build.run_reason or ""
         return ParityRecord(limits, inputs, passed=None, skipped=f"{job.backend.name} cannot run here: {reason}")
     source = job.source
     spec, output = source.input_specs[0], source.output_names[0]
@@ -49,34 +46,7 @@ def verify_engine(job: EngineJob, status: Availability, folder: Path, build: Bui
             reports.append(compare(job.reference(x), runner.infer({spec.name: x})[output], tolerance))
         real = (_real_data(job, runner, max(served) if build.batches else 64)
                 if job.labelled is not None and job.precision in LOW_PRECISIONS else None)
-    record = ParityRecord(limits, inputs, **summarise(reports), real_data=real)
-    return _decide(record, job, tolerance.seeded_gate)
-
-
-def _decide(record: ParityRecord, job: EngineJob, seeded_gate: bool) -> ParityRecord:
-    """What decides `passed`: the seeded inputs, the real images, or (random-init int8) nothing."""
-    seeded = record.passed if seeded_gate else True
-    if record.real_data is not None:
-        record.gate = (f"seeded inputs and {record.real_data.images} {record.real_data.dataset} images"
-                       if seeded_gate else f"{record.real_data.images} {record.real_data.dataset} images")
-        record.passed = bool(seeded) and record.real_data.passed
-        if not record.real_data.passed:
-            miss = (f"top-1 agreement {record.real_data.agreement:.3f} with PyTorch on the "
-                    f"{record.real_data.dataset} images < {record.real_data.min_agreement}")
-            record.reason = "; ".join(filter(None, [record.reason, miss]))
-    elif seeded_gate:
-        record.gate = "seeded inputs"
-    else:
-        record.gate, record.passed, record.reason, record.note = "recorded only", True, None, RANDOM_INT8_NOTE
-    if record.passed is False and job.precision in LOW_PRECISIONS:
-        hint = FIX_HINT.format(model=_model_name(job), target=job.target.name, precision=job.precision)
-        record.reason = f"{record.reason}; {hint}"
-    return record
-
-
-def _model_name(job: EngineJob) -> str:
-    info = getattr(job.source.module, "model_info", None)
-    return getattr(info, "name", "MODEL")
+    return ParityRecord(limits, inputs, **summarise(reports), real_data=real)
 
 
 def _real_data(job: EngineJob, runner: Runner, batch: int) -> RealDataRecord:

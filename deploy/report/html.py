@@ -1,12 +1,16 @@
 """`python -m deploy report results.json --out DIR`: an HTML page with PNG plots and the fidelity table.
 
 Reads results files (`deploy.bench.results`), draws `plots`, computes `fidelity`, and writes
-`DIR/index.html` beside the PNGs.
+`DIR/index.html` beside the PNGs. Every file is made in a hidden staging folder inside DIR and moved into
+place only once all of them are made, the page last: a report that fails leaves DIR as it was, never a
+half-drawn PNG or a page naming plots that are not there.
 """
 
 from __future__ import annotations
 
 import html
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +19,7 @@ import models
 from ..bench.formats import contended, format_or_dash
 from ..bench.results import MemoryRecord, ResultRow, ResultsDocument, load_results
 from ..errors import DeployError
-from ..fileio import ensure_writable
+from ..fileio import ensure_writable, write_error
 from . import plots
 from .fidelity import FidelityRow, FidelityTables, Point, Series, fidelity, fidelity_text, kept_text
 from .profiles import ProfiledCell, plot_profiles, profiles_html
@@ -89,18 +93,30 @@ def write_report(paths: list[Path], out: Path, baseline: str = "deit_s", metric:
         raise DeployError(f"{', '.join(map(str, paths))}: no results to report")
     out = ensure_writable(out)
     tables = fidelity(points, baseline)
+    try:
+        with tempfile.TemporaryDirectory(dir=out, prefix=".report-staging-") as staging:
+            stage = Path(staging)
+            figures = _plots(points, rows, stage, baseline, metric)
+            (stage / "index.html").write_text(_html(headers, rows, figures, tables, baseline, metric),
+                                              encoding="utf-8")
+            for name in [*figures, "index.html"]:  # each a rename within one folder: whole, the page last
+                os.replace(stage / name, out / name)
+    except OSError as exc:  # a full disk, most likely: nothing was moved into OUT
+        raise write_error(out / Path(exc.filename or "index.html").name, exc) from None
+    return out / "index.html", fidelity_text(tables, baseline, metric)
+
+
+def _plots(points: list[Point], rows: list[LabelledRow], folder: Path, baseline: str, metric: str) -> list[str]:
+    """Draw every plot into `folder`; their file names."""
     figures = []
     for batch in sorted({p.batch for p in points}):
-        plots.plot_latency(points, out / f"latency_b{batch}.png", batch, metric=metric)
-        plots.plot_macs(points, out / f"macs_b{batch}.png", batch, baseline, metric=metric)
+        plots.plot_latency(points, folder / f"latency_b{batch}.png", batch, metric=metric)
+        plots.plot_macs(points, folder / f"macs_b{batch}.png", batch, baseline, metric=metric)
         figures += [f"latency_b{batch}.png", f"macs_b{batch}.png"]
         if any(p.top1 is not None for p in points if p.batch == batch):
-            plots.plot_accuracy(points, out / f"accuracy_b{batch}.png", batch, metric=metric)
+            plots.plot_accuracy(points, folder / f"accuracy_b{batch}.png", batch, metric=metric)
             figures.append(f"accuracy_b{batch}.png")
-    figures += plot_profiles(_profiled(rows), out)
-    page = out / "index.html"
-    page.write_text(_html(headers, rows, figures, tables, baseline, metric))
-    return page, fidelity_text(tables, baseline, metric)
+    return figures + plot_profiles(_profiled(rows), folder)
 
 
 _CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
@@ -136,16 +152,17 @@ def _profiled(rows: list[LabelledRow]) -> list[ProfiledCell]:
 def _environment_html(header: FileHeader) -> str:
     document = header.document
     env, settings = document.environment, document.settings
-    device = env.get("device") or {}
+    device = env.device or {}
     cpu = device.get("cpu") or {}
     facts = {
         "file": header.file, "created": document.created, "complete": document.complete,
-        "device profile": device.get("profile"), "processor": env.get("processor"),
-        "cores / threads": f"{env.get('cpu_count')} / {cpu.get('threads', env.get('threads'))}",
+        "device profile": device.get("profile"), "processor": env.processor,
+        "cores / threads": f"{env.cpu_count} / {cpu.get('threads', env.threads)}",
         "governor": device.get("governor"), "nvpmodel": device.get("nvpmodel"),
         "jetson_clocks": (device.get("jetson_clocks") or {}).get("on") if device.get("jetson_clocks") else None,
         "gpu": (device.get("gpu") or {}).get("name") if device.get("gpu") else None,
-        "runtimes": ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in env.items() if k.startswith("runtime:") and v),
+        "runtimes": ", ".join(f"{name} {version}" for name, version in env.runtimes.items() if version),
+        "vit-deploy": env.vit_deploy,
         "timing": (f"warm-up {settings.warmup_s} s, "
                    + (f"{settings.duration_s} s per cell" if settings.duration_s else f"{settings.runs} runs per cell")
                    + f", {settings.buffers} input buffers"),
@@ -171,7 +188,7 @@ def _fidelity_html(series: Series, table: list[FidelityRow], baseline: str) -> s
 
 
 def _contention_html(headers: list[FileHeader], rows: list[LabelledRow]) -> str:
-    cores = max((h.document.environment.get("cpu_count") or 0 for h in headers), default=0)
+    cores = max((h.document.environment.cpu_count or 0 for h in headers), default=0)
     busy = contended([labelled.row for labelled in rows], cores)
     if not busy:
         return ""

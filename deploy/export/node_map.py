@@ -1,9 +1,12 @@
-"""The ONNX graph an engine was built from, as a small table of nodes with their PyTorch module scopes.
+"""What a per-layer profile reads from an artifact: the graph's nodes with their module scopes, and the MACs
+of each module.
 
 A profile maps runtime nodes back to ONNX nodes and ONNX nodes to modules, so it needs the graph's
 node names, tensors and scopes, not its weights. ONNX Runtime's engine is the ONNX file itself; the other
 ONNX-built engines (OpenVINO IR, TensorRT plans) keep neither names nor scopes, so the export stage writes
-this table (`NODE_MAP`, a few hundred KB at most) into every ONNX-built artifact folder.
+this table (`NODE_MAP`, a few hundred KB at most) into every ONNX-built artifact folder. Each module's own
+MACs at batch 1 and its classes (`MODULE_MACS`) go into every artifact, so that a profile needs neither the
+model's code nor its weights: an artifact of a user's own module profiles as one of the zoo's does.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import ast
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import onnx
 from pydantic import TypeAdapter, ValidationError
@@ -21,6 +25,7 @@ from ..fileio import write_text_atomic
 from ..passes import scopes
 
 NODE_MAP = "onnx_nodes.json"
+MODULE_MACS = "module_macs.json"
 
 
 @dataclass(frozen=True)
@@ -74,3 +79,33 @@ def read_node_map(path: Path) -> list[NodeInfo]:
         raise DeployError(f"cannot read the ONNX node map {path}: {exc.strerror or exc}") from None
     except (ValidationError, UnicodeDecodeError) as exc:
         raise DeployError(f"{path} is not an ONNX node map ({str(exc).splitlines()[0]}); re-run export") from None
+
+
+@dataclass(frozen=True)
+class ModuleMacs:
+    """One module's own MACs per aten op at batch 1 (its children's not included), and its classes from the root."""
+
+    classes: tuple[str, ...]
+    macs: dict[str, int]
+
+
+_MODULES = TypeAdapter(dict[str, ModuleMacs])
+
+
+def write_module_macs(module: Any, input_size: tuple[int, ...], folder: Path) -> str:
+    """Count `module`'s MACs per module path (on the meta device) into `folder`; returns the file's name."""
+    from models.complexity import macs_by_module, module_classes
+
+    table = {path: ModuleMacs(module_classes(module, path), ops) for path, ops in
+             macs_by_module(module, input_size).items()}
+    write_text_atomic(Path(folder) / MODULE_MACS, json.dumps(_MODULES.dump_python(table, mode="json")))
+    return MODULE_MACS
+
+
+def read_module_macs(path: Path) -> dict[str, ModuleMacs]:
+    try:
+        return _MODULES.validate_json(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DeployError(f"cannot read the module MAC table {path}: {exc.strerror or exc}") from None
+    except (ValidationError, UnicodeDecodeError) as exc:
+        raise DeployError(f"{path} is not a module MAC table ({str(exc).splitlines()[0]}); re-run export") from None
