@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", metavar="ADDRESS", help="every node of a Ray cluster instead: labels, detected device, "
                    "runtimes, whether each can build and run")
     _device_profiles_arg(p)
+    p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="with --cluster, how long the nodes may take to answer (default 120; a node imports every "
+                        "runtime to answer, which takes longer on a slow or busy machine)")
 
     p = sub.add_parser("worker", help="join this machine to a device farm (ray start, labelled from detection)")
     p.add_argument("--address", required=True, help="the Ray head, HOST:PORT")

@@ -14,6 +14,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import models
+
 from ..bench.formats import contended, format_or_dash
 from ..bench.results import MemoryRecord, ResultRow, ResultsDocument, load_results
 from ..errors import DeployError
@@ -58,8 +60,21 @@ def _point(row: ResultRow, runtime: str, metric: str) -> Point:
     assert row.latency_ms is not None and row.macs is not None
     measured = row.accuracy.top1 if row.accuracy else None
     top1 = 100 * measured if measured is not None else row.published_top1
+    if measured is not None and row.accuracy is not None:
+        dataset: str | None = Path(row.accuracy.dataset).name or row.accuracy.dataset
+    else:
+        dataset = _published_dataset(row.model) if top1 is not None else None
     return Point(row.model, runtime, row.batch, row.macs, row.latency_ms.get(metric), row.latency_ms.p90, top1,
-                 measured is not None)
+                 measured is not None, dataset)
+
+
+def _published_dataset(model: str) -> str | None:
+    """What a model's published top-1 was measured on: its shipped set (the `*_digits` references), else ImageNet."""
+    try:
+        info = models.get_model_info(model)
+    except models.ModelError:  # a results file from another version's zoo: say nothing rather than guess
+        return None
+    return info.reference_dataset or "ImageNet"
 
 
 METRICS = ("p50", "p90", "p95", "p99", "mean", "min")
