@@ -55,7 +55,8 @@ def _measured(label, score, passes=()):
     from deploy.export.manifest import CandidateLatency, CandidateRecord
 
     timing = dict.fromkeys(("p50", "p90", "p95", "p99", "mean", "std", "min", "max"), score)
-    return CandidateRecord(label, list(passes), latency_ms=CandidateLatency(**timing, score=score, round_medians=[score]))
+    latency = CandidateLatency(**timing, score=score, round_medians=[score])
+    return CandidateRecord(label, list(passes), latency_ms=latency)
 
 
 def test_choice_prefers_the_simpler_candidate_within_the_margin():
