@@ -40,7 +40,7 @@ RUN python -m pip install --no-cache-dir --root-user-action=ignore "setuptools==
 # ---- stage 2: runtime on L4T JetPack ---------------------------------------------------------------------
 FROM ${L4T_IMAGE}
 
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 ARG SOURCE_URL=https://example.invalid/vit-deploy
 ARG TENSORRT_VERSION=10.3.0.30
 ARG PIP_VERSION=26.3

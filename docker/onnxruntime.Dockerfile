@@ -23,7 +23,7 @@ RUN python -m pip install --no-cache-dir --root-user-action=ignore "setuptools==
 # ---- stage 2: runtime --------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
 
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 ARG SOURCE_URL=https://example.invalid/vit-deploy
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu

@@ -42,7 +42,7 @@ RUN python -m pip install --no-cache-dir --root-user-action=ignore "setuptools==
 # ---- stage 2: runtime on NVIDIA's TensorRT container -------------------------------------------------
 FROM ${TENSORRT_IMAGE}
 
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 ARG SOURCE_URL=https://example.invalid/vit-deploy
 ARG TENSORRT_VERSION=11.2.1.2
 ARG PIP_VERSION=26.3

@@ -81,7 +81,7 @@ def export(request: ExportRequest, onnx_cache: OnnxCache | None = None) -> Expor
         engine = build_engine(chosen, graph, stage)
         job = chosen.job
         measured = verify_engine(job.with_source(graph.source), target.availability, stage, engine, request.batch)
-        parity, verdict = decide(measured, job, gated=request.gate)
+        parity, verdict = decide(measured, job, gated=request.gated)
         manifest = describe(plan, loaded, chosen, graph, engine, parity, verdict, stage)
         published = publish(manifest, stage, plan.final, verdict)
     return ExportResult(published, manifest, loaded, verdict)
@@ -156,7 +156,7 @@ def engine_job(plan: ExportPlan, model: LoadedModel) -> EngineJob:
                          [onnx_export.OUTPUT_NAME], module=deployable)
     feeds = calibration_feeds(request, card, precision)
     options = BuildOptions(precision=precision, batch=request.batch, threads=request.threads,
-                           device=request.device, calibration=feeds, runtime=request.runtime_options)
+                           device=request.runtime_device, calibration=feeds, runtime=request.runtime_options)
     labelled, goal = _gate_images(request, card, target.precision)
     return EngineJob(target.spec, precision, target.backend, options, source, torch_reference(model.module),
                      request.seed, Calibration(feeds, request.calib_method) if feeds else None,  # type: ignore[arg-type]
