@@ -16,12 +16,14 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "deploy", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.subprocess
 def test_list_shows_the_zoo():
     result = run_cli("list")
     assert result.returncode == 0
     assert "hvt_s_1" in result.stdout and "deit_s" in result.stdout and "78.00" in result.stdout
 
 
+@pytest.mark.subprocess
 def test_closed_pipe_is_not_an_error():
     """`python -m deploy passes | head -0`: the reader leaves first; no traceback, no 'internal error'."""
     proc = subprocess.Popen([sys.executable, "-m", "deploy", "passes"], stdout=subprocess.PIPE,
@@ -32,6 +34,7 @@ def test_closed_pipe_is_not_an_error():
     assert "error" not in stderr.lower() and "Traceback" not in stderr
 
 
+@pytest.mark.subprocess
 def test_list_json():
     rows = json.loads(run_cli("list", "--json").stdout)
     by_name = {r["name"]: r for r in rows}
@@ -39,6 +42,7 @@ def test_list_json():
     assert by_name["hvt_s_1"]["published_top1"] == 78.0
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(("args", "message"), [
     (["export", "hvt_q"], "unknown model 'hvt_q'; did you mean"),
     (["export", "hvt_s", "--target", "tensorrtt"], "unknown target 'tensorrtt'; did you mean tensorrt"),
@@ -56,6 +60,7 @@ def test_bad_input_is_one_line(args, message):
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
 
 
+@pytest.mark.subprocess
 def test_mismatched_checkpoint_names_the_keys(tmp_path):
     path = tmp_path / "deit.pth"
     torch.save({"model": {"cls_token": torch.zeros(1, 1, 384)}}, path)
@@ -66,12 +71,14 @@ def test_mismatched_checkpoint_names_the_keys(tmp_path):
     assert not (tmp_path / "hvt_s_1").exists()
 
 
+@pytest.mark.subprocess
 def test_unwritable_out(tmp_path):
     (tmp_path / "f").write_text("x")
     result = run_cli("export", "hvt_ti", "--out", str(tmp_path / "f" / "g"))
     assert result.returncode == 2 and "cannot write to output folder" in result.stderr
 
 
+@pytest.mark.subprocess
 def test_doctor_reports_each_runtime():
     rows = json.loads(run_cli("doctor", "--json").stdout)
     by_name = {r["runtime"]: r for r in rows}
@@ -119,6 +126,7 @@ def test_bench_marks_missing_runtime_unavailable(tmp_path, monkeypatch):
     assert row["latency_ms"] is None
 
 
+@pytest.mark.subprocess
 def test_a_command_that_imports_the_runtimes_prints_no_third_party_import_warnings():
     """`doctor` imports every runtime: torchao's CUDA-kernel and pytree lines and coremltools' version lines stay out
     of a normal run (filtered by logger and message); --debug shows them, which proves the filter hides them."""

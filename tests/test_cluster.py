@@ -34,6 +34,8 @@ from deploy.cli import main
 from deploy.cluster.connect import LABEL, SLOT, connected
 from deploy.timing import LatencyStats
 
+pytestmark = [pytest.mark.ray, pytest.mark.subprocess]
+
 # Ray calls a loopback address this machine's outside address unless it believes it is on a laptop; this keeps
 # the driver, the head and every node on 127.0.0.1 (it is read when Ray is imported, so it comes first).
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"

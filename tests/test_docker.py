@@ -234,12 +234,14 @@ def _lint(path: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.subprocess
 @by_image
 def test_hadolint_passes(image):
     result = _lint(DOCKER / f"{image}.Dockerfile")
     assert result.returncode == 0, f"hadolint:\n{result.stdout}{result.stderr}"
 
 
+@pytest.mark.subprocess
 def test_hadolint_config_fails_on_findings(tmp_path):
     """The config must not turn hadolint into a no-op: an unpinned, untrusted base still fails."""
     bad = tmp_path / "bad.Dockerfile"
@@ -638,6 +640,7 @@ def test_build_sh_is_strict_bash():
     assert os.access(DOCKER / "build.sh", os.X_OK), "docker/build.sh is not executable"
 
 
+@pytest.mark.subprocess
 def test_build_sh_builds_and_smoke_tests_a_subset(tmp_path):
     result, calls = _build_sh(tmp_path, "onnxruntime", "tensorrt")
     assert result.returncode == 0, result.stderr
@@ -651,6 +654,7 @@ def test_build_sh_builds_and_smoke_tests_a_subset(tmp_path):
     assert checks and checks[0].endswith(" tensorrt 0"), "without --gpu the runtime need not run"
 
 
+@pytest.mark.subprocess
 def test_build_sh_gpu_flags_come_from_the_bench_device_label(tmp_path):
     result, calls = _build_sh(tmp_path, "--gpu", "tensorrt", "jetson", "openvino")
     assert result.returncode == 0, result.stderr
@@ -664,6 +668,7 @@ def test_build_sh_gpu_flags_come_from_the_bench_device_label(tmp_path):
     assert jetson_build and (("--platform linux/arm64" in jetson_build[0]) != arm64)
 
 
+@pytest.mark.subprocess
 def test_build_sh_no_smoke_and_default_set(tmp_path):
     result, calls = _build_sh(tmp_path, "--no-smoke")
     assert result.returncode == 0, result.stderr
@@ -673,6 +678,7 @@ def test_build_sh_no_smoke_and_default_set(tmp_path):
     assert built == expected
 
 
+@pytest.mark.subprocess
 def test_build_sh_rejects_unknown_images_and_stops_on_failure(tmp_path):
     result, calls = _build_sh(tmp_path, "onnxruntime", "nope")
     assert result.returncode == 2 and "no docker/nope.Dockerfile" in result.stderr

@@ -17,6 +17,8 @@ from runtimes import (
 )
 from runtimes.executorch_backend import ExecuTorchOptions, batch_plan
 
+pytestmark = pytest.mark.executorch
+
 torch = pytest.importorskip("torch", reason="torch is needed to build the reference model")
 
 SPEC = TensorSpec("input", ("batch", 3, 32, 32))

@@ -20,8 +20,9 @@ from deploy.data import datasets
 from deploy.export import ExportRequest, accuracy, export, load_artifact
 
 HAVE_EXECUTORCH = importlib.util.find_spec("executorch") is not None
-pytestmark = pytest.mark.skipif(not HAVE_EXECUTORCH,
-                                reason="the executorch extra is not installed: pip install -e .[executorch]")
+pytestmark = [pytest.mark.executorch,
+              pytest.mark.skipif(not HAVE_EXECUTORCH,
+                                 reason="the executorch extra is not installed: pip install -e .[executorch]")]
 
 DELEGATION_MODELS = ["hvt_ti_1", "deit_ti", "cvt_13", "vit_resnas_tiny"]
 DIGITS_REFERENCES = [info.name for info in models.list_models() if info.reference_dataset == "digits"]

@@ -191,6 +191,7 @@ def test_a_batch_over_the_memory_limit_names_the_limit(monkeypatch, tmp_path, ca
 # ---------------------------------------------------------------- crash safety
 
 
+@pytest.mark.subprocess
 def test_a_killed_exports_leftovers_are_removed_by_the_next_run(tmp_path, capsys):
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "deploy", "export", "hvt_s_1", "--out", str(out)], cwd=ROOT,
@@ -231,6 +232,7 @@ _PROMOTE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.subprocess
 def test_concurrent_promotions_never_fail(tmp_path):
     final = tmp_path / "model" / "onnxruntime-fp32"
     processes = [subprocess.Popen([sys.executable, "-c", _PROMOTE, str(final), name], cwd=ROOT,
@@ -257,6 +259,7 @@ def _tmpfs(path: Path, size: str, *flags: str):
 FULL_DISK_TARGETS = ["onnxruntime", "torch", "openvino", "coreml"]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("target", FULL_DISK_TARGETS)
 def test_a_full_disk_is_one_line_on_every_target(tmp_path, capsys, monkeypatch, target):
     if target in ("openvino", "coreml"):
@@ -361,6 +364,7 @@ def test_every_command_refuses_bad_input_in_one_line(tmp_path, capsys, no_work, 
     assert message in _one_error_line(capsys)
 
 
+@pytest.mark.subprocess
 def test_a_read_only_json_path_is_named_as_such(tmp_path, capsys, no_work):
     with _tmpfs(tmp_path / "ro", "1m", "ro") as folder:  # read-only even for root
         assert main(["bench", "hvt_digits", "--json", str(folder / "r.json"), "--out", str(tmp_path)]) == 2
@@ -499,6 +503,7 @@ def test_a_results_file_with_runs_0_names_the_file_and_field_not_a_flag(tmp_path
 # ---------------------------------------------------------------- results: writes
 
 
+@pytest.mark.subprocess
 def test_a_full_disk_while_writing_results_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
     # B10: `internal error (OSError: [Errno 28])` after the cell ran, and a .tmp-* file left behind.
     monkeypatch.setattr(run_module, "run_group", _fake_group(None, []))
@@ -556,6 +561,7 @@ _SLOW_BENCH = textwrap.dedent("""
 """)
 
 
+@pytest.mark.subprocess
 def test_a_second_bench_on_the_same_json_is_refused_and_no_row_is_lost(tmp_path, capsys, no_work):
     # B17: two concurrent runs on one --json both printed success, and one run's rows were lost.
     path, started, go = tmp_path / "r.json", tmp_path / "started", tmp_path / "go"

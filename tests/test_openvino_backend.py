@@ -135,6 +135,7 @@ def test_int8_needs_calibration(backend, source, tmp_path):
         backend.build(source, tmp_path, BuildOptions(precision="int8"))
 
 
+@pytest.mark.nncf
 @pytest.mark.parametrize(("model_type", "max_error", "min_cosine"),
                          [("transformer", 0.45, 0.9), ("none", 0.15, 0.98)])
 def test_int8_with_nncf_calibration(model, backend, source, tmp_path, model_type, max_error, min_cosine):
@@ -157,6 +158,7 @@ def test_int8_with_nncf_calibration(model, backend, source, tmp_path, model_type
     assert cosine.min() > min_cosine, cosine
 
 
+@pytest.mark.nncf
 def test_int8_rejects_unknown_nncf_model_type(backend, source, tmp_path):
     calibration = [{"input": np.zeros((1, 3, 32, 32), np.float32)}]
     with pytest.raises(RuntimeAdapterError, match="nncf_model_type"):

@@ -226,6 +226,13 @@ def test_cpu_recipe_quantizes_a_tensor_once_and_keeps_no_round_trip_to_float_lay
             assert any(u.op_type in (*MOVES, "MatMul", "Conv", "QuantizeLinear") for u in readers), readers
 
 
+def test_cpu_recipe_leaves_no_unread_initializer(cpu_graphs):
+    """The dropped round trips' scales and zero points go too: ONNX Runtime warns once per unread one at load."""
+    _, quantized = cpu_graphs
+    read = {tensor for node in quantized.graph.node for tensor in node.input}
+    assert [t.name for t in quantized.graph.initializer if t.name not in read] == []
+
+
 def test_cpu_recipe_keeps_the_numerics(cpu_graphs):
     import onnxruntime as ort
 

@@ -240,6 +240,7 @@ def test_without_labelled_images_auto_falls_back_to_seeded_parity_and_says_so(tm
     assert "accuracy was NOT measured" in format_auto(record)
 
 
+@pytest.mark.nncf
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="the openvino extra is not installed")
 def test_openvino_auto_publishes_a_candidate(tmp_path):
     record = _auto("hvt_digits", "openvino", out=tmp_path, auto_budget=4).manifest.precision_auto
@@ -248,6 +249,7 @@ def test_openvino_auto_publishes_a_candidate(tmp_path):
     assert record.chosen().precision in ("fp32", "fp16", "bf16", "int8")
 
 
+@pytest.mark.nncf
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="the openvino extra is not installed")
 def test_openvino_int8_leaves_the_ignored_layers_in_float(tmp_path):
     """Every quantizable node in NNCF's ignored scope: nothing is quantized, so the engine matches fp32."""
@@ -274,6 +276,7 @@ def test_openvino_int8_leaves_the_ignored_layers_in_float(tmp_path):
     assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
 
 
+@pytest.mark.executorch
 @pytest.mark.skipif(importlib.util.find_spec("executorch") is None, reason="the executorch extra is not installed")
 def test_executorch_int8_leaves_the_excluded_modules_in_float():
     """The XNNPACK quantizer's filter: the excluded linear reads its float weight, the others a dequantized one."""
@@ -297,6 +300,7 @@ def test_executorch_int8_leaves_the_excluded_modules_in_float():
     assert weight_is_dequantized("blocks.1.attn.qkv") and weight_is_dequantized("blocks.0.attn.proj")
 
 
+@pytest.mark.executorch
 @pytest.mark.skipif(importlib.util.find_spec("executorch") is None, reason="the executorch extra is not installed")
 def test_executorch_auto_publishes_within_its_budget(tmp_path):
     record = _auto("deit_digits", "executorch", out=tmp_path, auto_budget=1).manifest.precision_auto

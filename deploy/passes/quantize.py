@@ -212,6 +212,11 @@ def _drop_unshared_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
         node.input[:] = [renamed.get(tensor, tensor) for tensor in node.input]
     del model.graph.node[:]
     model.graph.node.extend(kept)
+    # the dropped pairs' scales and zero points: left in, ONNX Runtime warns once per initializer at every load
+    read = {tensor for node in kept for tensor in node.input}
+    unread = [t for t in model.graph.initializer if t.name not in read and t.name not in outputs]
+    for tensor in unread:
+        model.graph.initializer.remove(tensor)
     return model
 
 
