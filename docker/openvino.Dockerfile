@@ -48,7 +48,7 @@ RUN --mount=type=bind,from=wheelhouse,target=/wheelhouse \
 # ---- stage 2: runtime --------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
 
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 ARG SOURCE_URL=https://example.invalid/vit-deploy
 # pip's sources, as in the wheel stage (empty: pip's default); the torch step uses TORCH_INDEX_URL in place
 # of PIP_INDEX_URL unless it is empty.

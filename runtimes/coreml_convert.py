@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,10 +24,6 @@ from typing import Any
 import numpy as np
 
 from .base import EngineLoadError, ModelSource, RuntimeAdapterError, TensorSpec, first_line
-
-# coremltools logs a warning on every import for each macOS-only native module it cannot load on Linux
-# and for each untested torch/scikit-learn version: noise in every CLI run. Its errors still show.
-logging.getLogger("coremltools").setLevel(logging.ERROR)
 
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 QUANTIZED_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")

@@ -24,7 +24,6 @@ Precisions:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,12 +49,6 @@ from .base import (
 from .executorch_lowering import DELEGATE_IDS, LoweringJob, lower
 from .options import RuntimeOptions, options_for
 from .profiling import NodeTime, ProfileRequest, RuntimeProfile
-
-# torchao warns on import about CUDA kernels a CPU install cannot load and about an Enum it registers with
-# torch's pytree (deprecated in torch 2.13); coremltools about untested versions. Noise in every CLI run.
-for _noisy in ("torchao", "coremltools"):
-    logging.getLogger(_noisy).setLevel(logging.ERROR)
-logging.getLogger("torch.utils._pytree").addFilter(lambda record: "register_constant" not in record.getMessage())
 
 BATCH_SHAPES = ("auto", "enumerated")
 ENGINE_FILE = "model.pte"

@@ -80,7 +80,7 @@ def main() -> int:
     import ray
     from ray.cluster_utils import Cluster
 
-    from deploy.cluster.connect import LABEL, SLOT
+    from deploy.cluster.connect import LABEL, SLOT, connected
     from deploy.cluster.executor import RayExecutor
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1",
@@ -89,13 +89,13 @@ def main() -> int:
         for _ in range(args.device_nodes):
             cluster.add_node(num_cpus=os.cpu_count(), resources={SLOT: 1}, labels={LABEL: LABEL_VALUE},
                              node_ip_address="127.0.0.1")  # its actor holds them all: threads as in a local run
-        ray.init(address=cluster.address, log_to_driver=False)
         trips = RoundTrips()
-        executor = RayExecutor(cluster.address, {LABEL_VALUE: load_profile(LABEL_VALUE)}, run_group=timed_group)
         request = BenchRequest([], [], [], settings, out / "cluster", devices=(matrix,))
-        start = time.perf_counter()
-        document = run_bench(request, ResultsFile(out / "cluster.json"), progress=trips, executor=executor)
-        cluster_wall = time.perf_counter() - start
+        with connected(cluster.address) as connection:
+            executor = RayExecutor(connection, {LABEL_VALUE: load_profile(LABEL_VALUE)}, run_group=timed_group)
+            start = time.perf_counter()
+            document = run_bench(request, ResultsFile(out / "cluster.json"), progress=trips, executor=executor)
+            cluster_wall = time.perf_counter() - start
     finally:
         ray.shutdown()
         cluster.shutdown()

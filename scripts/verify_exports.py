@@ -40,7 +40,7 @@ def main() -> int:
                 row = {"model": name, "target": args.target, "precision": precision}
                 try:
                     result = export(ExportRequest(name, args.target, precision, out=Path(out), batch=tuple(args.batch),
-                                                  gate=False), onnx_cache=onnx_cache)
+                                                  gated=False), onnx_cache=onnx_cache)
                     parity = result.manifest.parity
                     row.update({k: getattr(parity, k) for k in ("passed", "skipped", "max_abs_rel", "cosine",
                                                                 "top1_agreement")})

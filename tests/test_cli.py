@@ -119,6 +119,18 @@ def test_bench_marks_missing_runtime_unavailable(tmp_path, monkeypatch):
     assert row["latency_ms"] is None
 
 
+def test_a_command_that_imports_the_runtimes_prints_no_third_party_import_warnings():
+    """`doctor` imports every runtime: torchao's CUDA-kernel and pytree lines and coremltools' version lines stay out
+    of a normal run (filtered by logger and message); --debug shows them, which proves the filter hides them."""
+    from runtimes.import_noise import NOISE
+
+    normal, debug = run_cli("doctor"), run_cli("--debug", "doctor")
+    assert normal.returncode == debug.returncode == 0, normal.stderr + debug.stderr
+    assert normal.stderr.strip() == "", normal.stderr
+    if not any(n.fragment in debug.stderr for n in NOISE):
+        pytest.skip("this install's libraries print none of the known import warnings")
+
+
 def test_export_target_help_names_every_target():
     from deploy.cli.parser import build_parser
     from runtimes import target_names

@@ -8,11 +8,15 @@ runs the real engine (hvt_digits on ONNX Runtime) remotely and compares it with 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+import shutil
 import socket
+import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -27,7 +31,7 @@ from deploy.bench.plan import DeviceMatrix
 from deploy.bench.progress import Progress
 from deploy.bench.results import CellKey
 from deploy.cli import main
-from deploy.cluster.connect import LABEL, SLOT
+from deploy.cluster.connect import LABEL, SLOT, connected
 from deploy.timing import LatencyStats
 
 # Ray calls a loopback address this machine's outside address unless it believes it is on a laptop; this keeps
@@ -83,6 +87,40 @@ def test_an_unreachable_head_is_one_error_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith(expected)
 
 
+def test_a_doctor_timeout_that_is_not_a_positive_number_is_one_error_line(capsys):
+    for bad in ("0", "-5", "nan", "inf"):
+        assert main(["doctor", "--cluster", f"{LOOPBACK}:1", "--timeout", bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: --timeout ") and "above 0" in err[0], err
+
+
+SAMPLE = ROOT / "tests" / "data" / "ray_start_block_tail.txt"  # `ray start --block` after its raylet was killed
+
+
+def test_the_worker_keeps_rays_state_dumps_out_of_the_terminal():
+    from deploy.cluster.worker import terminal_lines
+
+    kept = list(terminal_lines(SAMPLE.read_text().splitlines(keepends=True)))
+    text = "".join(kept)
+    assert "[state-dump]" in SAMPLE.read_text() and "[state-dump]" not in text
+    assert "- bytes created by worker" not in text and "- objects restored" not in text, "the object store's dump too"
+    for line in ("Some Ray subprocesses exited unexpectedly:", "raylet [exit code=-9]", "BEGIN raylet.out tail",
+                 "Received address and liveness notification", "END raylet.out tail", "Remaining processes will"):
+        assert line in text, line
+    assert len(kept) < 25 < len(SAMPLE.read_text().splitlines())
+
+
+def test_the_worker_relays_its_command_without_state_dumps_unless_debug(capfd):
+    from deploy.cluster.worker import relay
+
+    argv = [sys.executable, "-c", f"import sys; sys.stdout.write(open({str(SAMPLE)!r}).read()); sys.exit(3)"]
+    assert relay(argv, os.environ) == 3, "the command's own exit code"
+    err = capfd.readouterr().err
+    assert "raylet [exit code=-9]" in err and "[state-dump]" not in err
+    assert relay(argv, os.environ, everything=True) == 3
+    assert capfd.readouterr().err.count("[state-dump]") == SAMPLE.read_text().count("[state-dump]"), "--debug: all"
+
+
 def test_the_report_and_compare_keep_each_device_apart(tmp_path, capsys):
     """Rows tagged with devices: one fidelity series per device, a per-device table, compare matches per device."""
     from test_report import synthetic_results
@@ -130,6 +168,7 @@ def test_the_report_and_compare_keep_each_device_apart(tmp_path, capsys):
 @dataclass
 class Farm:
     address: str
+    connection: object  # the driver's open connection (deploy.cluster.connect.Cluster)
     cluster: object
     nodes: dict[str, object]  # label -> the cluster_utils node
     node_ids: dict[str, str]  # label -> node id
@@ -167,8 +206,9 @@ def farm(tmp_path_factory):
         ray.init(address=cluster.address, namespace="vit-deploy-tests", log_to_driver=False)
     except Exception as exc:  # e.g. no shared memory or ports: the only reason these tests skip
         pytest.skip(f"Ray cannot start a local cluster on this machine: {type(exc).__name__}: {exc}")
-    yield Farm(cluster.address, cluster, nodes, {label: node.node_id for label, node in nodes.items()},
-               _write_profiles(tmp_path_factory.mktemp("farm") / "profiles"))
+    with connected(cluster.address) as connection:  # this process's connection, as a command passes it on
+        yield Farm(cluster.address, connection, cluster, nodes, {label: node.node_id for label, node in nodes.items()},
+                   _write_profiles(tmp_path_factory.mktemp("farm") / "profiles"))
     ray.shutdown()
     cluster.shutdown()
 
@@ -209,7 +249,7 @@ def _executor(farm: Farm, devices=DEVICES):
     from deploy.cluster.executor import RayExecutor
 
     profiles = {d: load_profile(d, [farm.profiles]) for d in devices}  # the executor needs the profile of every label
-    return RayExecutor(farm.address, profiles, run_group=stand_in, place_timeout_s=60)
+    return RayExecutor(farm.connection, profiles, run_group=stand_in, place_timeout_s=60)
 
 
 def _slots_free(count: int, timeout_s: float = 15.0) -> bool:
@@ -234,9 +274,14 @@ def _local_run_without_ray(argv: list[str]) -> None:
 
 
 def test_doctor_lists_every_node_with_its_label_device_and_runtimes(farm, capsys):
-    assert main(["doctor", "--cluster", farm.address, "--profiles", str(farm.profiles), "--json"]) == 0
+    """Each node imports every runtime to answer (10-25 s of CPU alone here): three nodes on one busy 2-core
+    machine need minutes, which the default 120 s deadline does not give them."""
+    argv = ["doctor", "--cluster", farm.address, "--profiles", str(farm.profiles), "--json", "--timeout", "900"]
+    assert main(argv) == 0
     answers = {a["node"]["labels"].get(LABEL): a for a in json.loads(capsys.readouterr().out)}
     assert set(answers) == {None, *DEVICES}, "the head and both devices"
+    unanswered = {label: a["error"] for label, a in answers.items() if a["report"] is None}
+    assert not unanswered, f"every node answers within the (load-proof) timeout: {unanswered}"
     assert answers[None]["label_check"].startswith("no vit-deploy/device label")
     for label in DEVICES:
         report = answers[label]["report"]
@@ -305,6 +350,156 @@ def test_an_interrupted_cluster_run_resumes_with_only_the_missing_cells(farm, tm
 
 def _key(row: dict) -> CellKey:
     return CellKey(row["model"], row["target"], row["precision"], row["batch"], row.get("device"))
+
+
+# ---------------------------------------------------------------- a head started by the real `ray` CLI
+
+REAL_LABEL = "farm-real"
+
+
+@dataclass
+class RayHead:
+    address: str
+    profiles: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+def _stop_process_tree(pid: int) -> None:
+    """The `ray start --block` process and every process under it, by PID (`ray stop` would stop every Ray
+    process on the machine, other tests' clusters included). The tree is read before any of them is signalled:
+    a worker whose raylet dies first is re-parented out of it."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    family = [root, *root.children(recursive=True)]
+    for process in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
+    _, alive = psutil.wait_procs(family, timeout=20)
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(alive, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """`ray start --head` on loopback, in Ray's local-only mode (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, so that every
+    socket it opens is bound to 127.0.0.1), with a temp dir of its own; the head is the labelled device node,
+    since that mode refuses a second `ray start` (`--address`) on the machine."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -e .[cluster])")
+    from deploy.cluster.worker import ray_executable
+
+    port = _free_port()
+    temp = Path(tempfile.mkdtemp(prefix="vd-ray-", dir="/tmp"))  # Ray's socket paths must stay short
+    argv = [ray_executable(), "start", "--head", "--port", str(port), "--node-ip-address", LOOPBACK,
+            "--num-cpus", "1", "--labels", f"{LABEL}={REAL_LABEL}", "--resources", json.dumps({SLOT: 1}),
+            "--temp-dir", str(temp), "--include-dashboard", "false", "--disable-usage-stats",
+            "--dashboard-agent-listen-port", str(_free_port()), "--metrics-export-port", str(_free_port()), "--block"]
+    log_path = temp / "ray-start.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(argv, env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in log_path.read_text() and process.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if "Ray runtime started" not in log_path.read_text():
+            pytest.skip(f"`ray start --head` did not start here: {log_path.read_text()[-800:]}")
+        profiles = tmp_path_factory.mktemp("real-head") / "profiles"
+        profiles.mkdir()
+        (profiles / f"{REAL_LABEL}.toml").write_text(f'name = "{REAL_LABEL}"\ndevice = "cpu"\n'
+                                                       'targets = ["torch", "onnxruntime"]\nbatches = [1]\n')
+        yield RayHead(f"{LOOPBACK}:{port}", profiles)
+    finally:
+        _stop_process_tree(process.pid)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _cli(*argv: str, env: dict[str, str] | None = None, timeout_s: float = 600) -> subprocess.CompletedProcess:
+    """The command in a process of its own, in a user's environment: no Ray setting of this test module's."""
+    clean = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    return subprocess.run([sys.executable, "-m", "deploy", *argv], env={**clean, **(env or {})}, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
+def test_bench_against_a_real_ray_head_on_loopback_runs_two_cells_into_one_results_file(ray_head, tmp_path):
+    """`bench --cluster 127.0.0.1:PORT` against `ray start --head` bound to loopback, as a user runs it. Ray in its
+    default (cluster) mode dials 127.0.0.1 as this machine's outside address, where such a head does not listen:
+    this retried 20 times, printing `Failed to connect to GCS` every 40 s, before the driver followed the head."""
+    results = tmp_path / "farm.json"
+    done = _cli("bench", "hvt_digits", "--cluster", ray_head.address, "--device", REAL_LABEL, "--device-profiles",
+                str(ray_head.profiles), "--target", "torch", "--target", "onnxruntime", "--batch", "1", "--runs", "3",
+                "--warmup", "0", "--no-progress", "--out", str(tmp_path / "art"), "--json", str(results))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "Failed to connect" not in done.stderr
+    assert "[state-dump]" not in done.stderr + done.stdout
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["farm.json"], "one results file"
+    document = json.loads(results.read_text())
+    assert document["complete"]
+    assert sorted((r["target"], r["status"]) for r in document["results"]) == [("onnxruntime", "ok"), ("torch", "ok")]
+    for row in document["results"]:
+        assert row["device"] == REAL_LABEL and row["node"]["labels"][LABEL] == REAL_LABEL and row["runs"] == 3
+
+
+def test_a_head_ray_would_dial_elsewhere_is_one_error_line_at_once(ray_head, tmp_path):
+    """B2: with Ray forced into cluster mode, the loopback-only head is reachable as typed but not where Ray dials
+    it: one line within seconds (it was a retry loop of 20 tries of about 40 s), and no results file."""
+    dialed = "from ray._private.services import canonicalize_bootstrap_address as c; print(c('127.0.0.1:1'))"
+    check = subprocess.run([sys.executable, "-c", dialed], env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"},
+                           capture_output=True, text=True, timeout=120, check=False)
+    if check.stdout.strip() in ("", "127.0.0.1:1"):
+        pytest.skip(f"Ray dials loopback as loopback on this machine (no outside address): {check.stdout.strip()}")
+    start = time.monotonic()
+    done = _cli("bench", "hvt_digits", "--cluster", ray_head.address, "--device", REAL_LABEL, "--device-profiles",
+                str(ray_head.profiles), "--no-progress", "--out", str(tmp_path), "--json", str(tmp_path / "r.json"),
+                env={"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}, timeout_s=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
+    assert lines[0].startswith(f"error: the Ray head answers at {ray_head.address}, but Ray connects to it as ")
+    assert time.monotonic() - start < 60
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_a_process_connected_to_one_cluster_refuses_another_and_accepts_an_alias(farm, ray_head, capsys):
+    """Clusters are compared by identity (the control store's cluster id), not by the address text."""
+    assert main(["doctor", "--cluster", ray_head.address]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == (f"error: this process is connected to another Ray cluster (at "
+                                        f"{farm.connection.gcs_address}) than the one at {ray_head.address}")
+    port = farm.address.rpartition(":")[2]
+    aliases = [f"localhost:{port}"]
+    if socket.gethostbyname(socket.gethostname()) == LOOPBACK:  # a name Ray does not rewrite: the id decides
+        aliases.append(f"{socket.gethostname()}:{port}")
+    for alias in aliases:
+        with connected(alias) as same:
+            assert same.cluster_id == farm.connection.cluster_id and same.address == alias
+
+
+def test_a_port_that_is_no_ray_control_store_is_one_error_within_the_deadline():
+    """A port that accepts connections and says nothing (the dashboard's, a stale forward): Ray's client retries it
+    20 times for about 40 s each; the probe gives up at its deadline."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -e .[cluster])")
+    from deploy.cluster.connect import cluster_id
+    from deploy.errors import DeployError
+
+    with socket.socket() as silent:
+        silent.bind((LOOPBACK, 0))
+        silent.listen()
+        address = f"{LOOPBACK}:{silent.getsockname()[1]}"
+        start = time.monotonic()
+        with pytest.raises(DeployError, match=f"no Ray control store answered at {address} in 5 s"):
+            cluster_id(address, timeout_s=5)
+    assert time.monotonic() - start < 15
 
 
 def test_a_node_that_leaves_mid_run_fails_its_cells_and_the_rest_finish(farm, tmp_path):

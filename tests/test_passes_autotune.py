@@ -52,17 +52,21 @@ def test_candidate_sets_are_simplest_first_and_distinct():
 
 
 def _measured(label, score, passes=()):
-    return {"label": label, "passes": list(passes), "latency_ms": {"score": score}}
+    from deploy.export.manifest import CandidateLatency, CandidateRecord
+
+    timing = dict.fromkeys(("p50", "p90", "p95", "p99", "mean", "std", "min", "max"), score)
+    latency = CandidateLatency(**timing, score=score, round_medians=[score])
+    return CandidateRecord(label, list(passes), latency_ms=latency)
 
 
 def test_choice_prefers_the_simpler_candidate_within_the_margin():
     records = [_measured("none", 10.0), _measured("default", 9.9), _measured("+x", 9.0)]
     winner, reason = autotune._choose(records, tie_margin=0.02)
-    assert winner["label"] == "+x" and "fastest" in reason and "0.900x the plain export" in reason
+    assert winner.label == "+x" and "fastest" in reason and "0.900x the plain export" in reason
     winner, reason = autotune._choose(records[:2], tie_margin=0.02)
-    assert winner["label"] == "none" and "within 2%" in reason  # 1% faster is noise: keep the plain graph
+    assert winner.label == "none" and "within 2%" in reason  # 1% faster is noise: keep the plain graph
     winner, _ = autotune._choose([_measured("none", 10.0), _measured("default", 12.0)], tie_margin=0.02)
-    assert winner["label"] == "none"  # never slower than the plain export
+    assert winner.label == "none"  # never slower than the plain export
 
 
 def test_settings_from_environment(monkeypatch):

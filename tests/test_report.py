@@ -116,3 +116,91 @@ def test_report_of_a_non_results_file_is_one_error(tmp_path):
     with pytest.raises(DeployError, match=r"bad.json is not a results JSON \(no 'results' list\)"):
         write_report([bad], tmp_path / "r")
     assert not (tmp_path / "r" / "index.html").exists()
+
+
+# ---------------------------------------------------------------- readable plots
+
+# The four digits references as a real run measures them (GMACs from the registry; ms as timed on this machine):
+# deit_digits and resnas_digits land on nearly the same spot of the accuracy plot.
+DIGITS = {"hvt_digits": (0.005617, 0.47, 99.78), "deit_digits": (0.01088, 0.41, 98.67),
+          "cvt_digits": (0.00687, 0.62, 99.11), "resnas_digits": (0.005976, 0.42, 98.89)}
+
+
+def _digits_points(measured: bool) -> list[Point]:
+    return [Point(model, runtime, 1, round(gmacs * 1e9), latency * scale, latency * scale * 1.1, top1, measured,
+                  "digits")
+            for runtime, scale in (("onnxruntime fp32", 1.0), ("openvino fp32", 1.3))
+            for model, (gmacs, latency, top1) in DIGITS.items()]
+
+
+def _overlaps(boxes) -> list[tuple[int, int]]:
+    return [(i, j) for i, a in enumerate(boxes) for j, b in enumerate(boxes) if i < j and a.overlaps(b)]
+
+
+def _tick_label_boxes(fig, axis_name: str):
+    """The drawn tick labels (major and minor, inside the view) of one axis of the figure's axes."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    axis = getattr(fig.axes[0], f"{axis_name}axis")
+    low, high = sorted(axis.get_view_interval())
+    return [(tick.label1.get_text(), tick.label1.get_window_extent(renderer))
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks()
+            if tick.label1.get_visible() and tick.label1.get_text() and low <= tick.get_loc() <= high]
+
+
+@pytest.mark.parametrize("decades", [0.3, 0.8, 1.5, 3.0, 5.0])
+def test_log_axis_tick_labels_never_run_together(decades):
+    """Labelling every minor tick drew `0.0040.0050.006...`: the labels drawn never overlap, at any span."""
+    from deploy.report.plots import macs_figure
+
+    low = 0.004
+    points = [Point(f"m{i}", "onnxruntime fp32", 1, round(low * 10 ** (decades * i / 4) * 1e9), 0.4 * (1 + i), 0.5,
+                    None, False) for i in range(5)]
+    fig = macs_figure(points, 1, "m0")
+    for axis_name in ("x", "y"):
+        labels = _tick_label_boxes(fig, axis_name)
+        assert len(labels) >= 2, f"{axis_name}: the axis is labelled"
+        assert _overlaps([box for _, box in labels]) == [], [text for text, _ in labels]
+    labels = [text for text, _ in _tick_label_boxes(fig, "x")]
+    assert all("e" not in text for text in labels), f"plain numbers: {labels}"
+
+
+@pytest.mark.parametrize("measured", [True, False])
+def test_model_names_on_the_scatter_plots_do_not_collide(measured):
+    from deploy.report.plots import accuracy_figure, macs_figure
+
+    points = _digits_points(measured)
+    for fig in (macs_figure(points, 1, "deit_digits"), accuracy_figure(points, 1)):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        ax = fig.axes[0]
+        names = {text.get_text(): text.get_window_extent(renderer) for text in ax.texts}
+        assert set(names) == set(DIGITS), "one name per model"
+        boxes = list(names.values())
+        assert _overlaps(boxes) == [], names
+        legend = ax.get_legend().get_window_extent(renderer)
+        frame = ax.get_window_extent(renderer)
+        assert not any(box.overlaps(legend) for box in boxes), "no name under the legend"
+        assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1 for b in boxes)
+
+
+def test_the_accuracy_legend_names_the_dataset_of_each_top1(tmp_path):
+    """The digits references' published top-1 is on their held-out digits, not ImageNet; a zoo model's is ImageNet."""
+    from deploy.report.html import load_points
+    from deploy.report.plots import accuracy_figure
+
+    data = synthetic_results({"onnxruntime": 4.0})
+    digits = [{**data["results"][0], "model": name, "macs": round(gmacs * 1e9), "published_top1": top1}
+              for name, (gmacs, _, top1) in DIGITS.items()]
+    data["results"] = [*data["results"][:2], *digits]
+    path = tmp_path / "mixed.json"
+    path.write_text(json.dumps(data))
+    points, _, _ = load_points([path])
+    legend = [t.get_text() for t in accuracy_figure(points, 1).axes[0].get_legend().get_texts()]
+    assert sorted(legend) == ["onnxruntime fp32: published top-1 on ImageNet",
+                              "onnxruntime fp32: published top-1 on digits"]
+    measured = synthetic_results({"onnxruntime": 4.0}, accuracy=True)
+    path.write_text(json.dumps(measured))
+    points, _, _ = load_points([path])
+    legend = [t.get_text() for t in accuracy_figure(points, 1).axes[0].get_legend().get_texts()]
+    assert legend == ["onnxruntime fp32: measured top-1 on test"]

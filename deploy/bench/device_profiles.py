@@ -3,7 +3,7 @@
 A profile names the kind of device it needs (`device`), the runtimes, precisions, batch sizes, threads,
 timing and default models of a benchmark run, and which device settings to record. Four ship in
 `deploy/bench/profiles/` (cpu, cuda, jetson, mac); user-defined ones are found by path, or by name in
-`--profiles DIR` and the folders of `$VIT_DEPLOY_PROFILES` (os.pathsep-separated), which take precedence
+`--device-profiles DIR` and the folders of `$VIT_DEPLOY_PROFILES` (os.pathsep-separated), which take precedence
 over the shipped ones. `resolve_device` also refuses a profile whose device this machine is not
 (`deploy.bench.detect`).
 """
@@ -162,10 +162,10 @@ def read_profile(path: Path) -> DeviceProfile:
 
 
 def search_path(extra: list[Path] | tuple[Path, ...] = ()) -> list[Path]:
-    """Folders searched for a profile name: `--profiles` first, then $VIT_DEPLOY_PROFILES, then shipped."""
+    """Folders searched for a profile name: `--device-profiles` first, then $VIT_DEPLOY_PROFILES, then shipped."""
     missing = [str(p) for p in extra if not Path(p).is_dir()]
     if missing:
-        raise DeployError(f"--profiles {missing[0]} is not a folder (it should hold device profile .toml files)")
+        raise DeployError(f"--device-profiles {missing[0]} is not a folder (it should hold device profile .toml files)")
     env = [Path(p) for p in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if p]
     return [Path(p) for p in extra] + env + [SHIPPED_DIR]
 

@@ -128,7 +128,7 @@ def _run_engine(exported: ExportResult, rows: list[ResultRow], context: GroupCon
     settings = context.settings
     watch = MemoryWatch()
     runner, manifest = load_artifact(exported.artifact_dir, threads=settings.threads)
-    card = exported.model.card
+    card = exported.loaded.card
     rows = [replace(row, runtime_options=manifest.engine.options or None) for row in rows]
     timed = []
     with runner:
@@ -177,7 +177,7 @@ def _with_profile(runner: Runner, manifest: Manifest, exported: ExportResult, ro
 def _accuracy(runner: Runner, exported: ExportResult, batch: int, context: GroupContext) -> AccuracyRecord:
     assert context.references is not None and context.settings.dataset is not None
     try:
-        return engine_accuracy(runner, exported.model, batch, context.references)
+        return engine_accuracy(runner, exported.loaded, batch, context.references)
     except DatasetError:
         raise
     except Exception as exc:  # the timings stand even if the accuracy pass fails

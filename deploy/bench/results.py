@@ -155,6 +155,24 @@ class ResultRow:
 
 
 @dataclass
+class Environment:
+    """Where a run measured: platform, processor, cores and threads, library and runtime versions, the device."""
+
+    platform: str | None = None
+    machine: str | None = None
+    processor: str | None = None
+    cpu_count: int | None = None
+    threads: int | None = None
+    python: str | None = None
+    torch: str | None = None
+    onnx: str | None = None
+    numpy: str | None = None
+    vit_deploy: str | None = None  # the version of vit-deploy that wrote the file
+    runtimes: dict[str, str | None] = field(default_factory=dict)  # target -> its runtime's version (None: absent)
+    device: Annotated[dict[str, Any] | None, OMITTED_IF_NONE] = None  # the device record: profile, detection
+
+
+@dataclass
 class PlanRecord:
     """What the run was asked to measure, so `bench --resume --json FILE` needs nothing else."""
 
@@ -175,7 +193,7 @@ class ResultsDocument:
     updated: Annotated[str | None, OMITTED_IF_NONE] = None
     complete: bool = False
     resumed: Annotated[list[str] | None, OMITTED_IF_NONE] = None
-    environment: dict[str, Any] = field(default_factory=dict)
+    environment: Environment = field(default_factory=Environment)
     settings: BenchSettings = field(default_factory=BenchSettings)
     plan: Annotated[PlanRecord | None, OMITTED_IF_NONE] = None
     results: list[ResultRow] = field(default_factory=list)
@@ -206,10 +224,21 @@ def parse_results(data: Any, source: str) -> ResultsDocument:
     if version != SCHEMA_VERSION:
         raise DeployError(f"{source} has results schema {version!r}; this version of vit-deploy reads schema "
                           f"{SCHEMA_VERSION} (re-run the benchmark to write one)")
+    if isinstance(data.get("environment"), dict):
+        data = {**data, "environment": _runtimes_of_old_files(data["environment"])}
     try:
         return _DOCUMENT.validate_python(data)
     except ValidationError as exc:
         raise DeployError(f"{source} is not a valid results file: {_first_problem(exc, data)}") from None
+
+
+def _runtimes_of_old_files(env: dict[str, Any]) -> dict[str, Any]:
+    """Files written before the environment was typed held each runtime's version as a "runtime:<target>" key."""
+    old = {key.split(":", 1)[1]: value for key, value in env.items() if key.startswith("runtime:")}
+    if not old:
+        return env
+    kept = {k: v for k, v in env.items() if not k.startswith("runtime:")}
+    return {**kept, "runtimes": {**old, **env.get("runtimes", {})}}
 
 
 def _first_problem(exc: ValidationError, data: dict[str, Any]) -> str:

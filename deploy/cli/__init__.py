@@ -55,8 +55,12 @@ def _notes_to_stderr() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    debug = args.debug or os.environ.get("DEPLOY_DEBUG") == "1"
+    debug = args.debug = args.debug or os.environ.get("DEPLOY_DEBUG") == "1"
     _notes_to_stderr()
+    if not debug:  # the runtimes' import-time warnings; --debug shows them
+        from runtimes.import_noise import silence
+
+        silence()
     from deploy.errors import DeployError, IntegrityError, ParityError
     from models import ModelError
     from runtimes import RuntimeAdapterError

@@ -38,7 +38,7 @@ def run_and_print(args: argparse.Namespace, request: BenchRequest, name: str, ex
     except KeyboardInterrupt:
         print(f"finished cells are saved in {json_path}; continue with --resume --json {json_path}", file=sys.stderr)
         raise
-    cores = document.environment.get("cpu_count")
+    cores = document.environment.cpu_count
     print(format_table(document.results, cores))
     profiles = profile_lines(document.results)
     if profiles:

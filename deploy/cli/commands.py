@@ -70,8 +70,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     request = ExportRequest(
         model=model_request(args), target=args.target, precision=args.precision, out=Path(args.out),
         passes=args.passes, opset=args.opset, batch=tuple(args.batch or (1, 4)), threads=args.threads,
-        device=args.device, seed=args.seed, calib_dir=Path(args.calib_dir) if args.calib_dir else None,
-        calib_samples=args.calib_samples, calib_method=args.calib_method, gate=args.gate,
+        runtime_device=args.runtime_device, seed=args.seed, calib_dir=Path(args.calib_dir) if args.calib_dir else None,
+        calib_samples=args.calib_samples, calib_method=args.calib_method, gated=args.gated,
         runtime_options=runtime_options(args.target, args.option),
     )
     result = export(request)

@@ -18,6 +18,13 @@ def _precision_args(parser: argparse.ArgumentParser) -> None:
                            help=f"same as --precision {name}")
 
 
+def _device_profiles_arg(parser: argparse.ArgumentParser) -> None:
+    # Device profiles (what a device is, for bench --device): not the per-layer profiles of --profile.
+    parser.add_argument("--device-profiles", dest="profiles", action="append", metavar="DIR",
+                        help="folder of user device profiles (repeatable)")
+    parser.add_argument("--profiles", dest="profiles", action="append", help=argparse.SUPPRESS)  # the old spelling
+
+
 def _model_args(parser: argparse.ArgumentParser) -> None:
     """What makes a model other than a zoo variant as registered: a fine-tune, a factory, labels, a name."""
     group = parser.add_argument_group("your own model")
@@ -47,7 +54,7 @@ def _bench_parsers(sub: argparse._SubParsersAction) -> None:
                    help="cpu | cuda | jetson | mac | auto, a user profile name or a .toml path: "
                    "runtimes, precisions, batches, timing and settings to record (refused if not on that device); "
                    "with --cluster, repeatable: each profile runs on the nodes labelled with its name")
-    p.add_argument("--profiles", action="append", metavar="DIR", help="folder of user profiles (repeatable)")
+    _device_profiles_arg(p)
     p.add_argument("--target", action="append", help="repeatable (default: the profile's, else torch and onnxruntime)")
     p.add_argument("--batch", type=int, action="append", help="repeatable (default: the profile's, else 1)")
     _precision_args(p)
@@ -126,14 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "that passes parity) | a,b | +a,-b; `python -m deploy passes` lists them")
     p.add_argument("--opset", type=int, help="override the target's ONNX opset")
     p.add_argument("--threads", type=int, help="runtime threads")
-    p.add_argument("--device", help="runtime device (e.g. OpenVINO CPU/GPU)")
+    p.add_argument("--runtime-device", help="the runtime's own device (e.g. OpenVINO CPU/GPU); not a device profile")
+    p.add_argument("--device", dest="runtime_device", help=argparse.SUPPRESS)  # the old spelling of --runtime-device
     _option_arg(p, "recorded in the manifest, restored on load")
     p.add_argument("--calib-dir", help="images for int8 calibration (class subfolders allowed)")
     p.add_argument("--calib-samples", type=int, default=64, help="int8 calibration samples (default 64)")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
                    help="how int8 Q/DQ calibration turns activation ranges into scales (default minmax)")
     p.add_argument("--seed", type=int, default=0, help="seed of the parity inputs")
-    p.add_argument("--no-gate", dest="gate", action="store_false",
+    p.add_argument("--no-gate", dest="gated", action="store_false",
                    help="keep an engine that fails parity (its manifest still says failed)")
     _model_args(p)
 
@@ -143,13 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--cluster", metavar="ADDRESS", help="every node of a Ray cluster instead: labels, detected device, "
                    "runtimes, whether each can build and run")
-    p.add_argument("--profiles", action="append", metavar="DIR", help="folder of user profiles (repeatable)")
+    _device_profiles_arg(p)
+    p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="with --cluster, how long the nodes may take to answer (default 120; a node imports every "
+                        "runtime to answer, which takes longer on a slow or busy machine)")
 
     p = sub.add_parser("worker", help="join this machine to a device farm (ray start, labelled from detection)")
     p.add_argument("--address", required=True, help="the Ray head, HOST:PORT")
     p.add_argument("--device", default="auto", help="the profile this node stands for (default auto: the kind "
                    "detected here); refused if this machine is not that kind of device")
-    p.add_argument("--profiles", action="append", metavar="DIR", help="folder of user profiles (repeatable)")
+    _device_profiles_arg(p)
     p.add_argument("--node-ip-address", help="this node's address as the cluster should reach it")
     p.add_argument("--dry-run", action="store_true", help="print the ray start command, do not run it")
 

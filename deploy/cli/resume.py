@@ -50,7 +50,7 @@ def resumed_request(args: argparse.Namespace) -> BenchRequest:
     return BenchRequest(models=plan.models, targets=plan.targets, batches=plan.batches, settings=document.settings,
                         out=Path(plan.out or "artifacts"), precision=plan.precision,
                         precisions={t: tuple(p) for t, p in plan.precisions.items()} if plan.precisions else None,
-                        device=document.environment.get("device"))
+                        device=document.environment.device)
 
 
 def _normal(value: Any) -> Any:

@@ -6,8 +6,12 @@ whole slot, so two groups never time at once on one device.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +22,10 @@ from ..errors import DeployError
 LABEL = "vit-deploy/device"  # the node label naming its device profile (by default the detected kind)
 SLOT = "bench_slot"  # one per device: the resource a group holds while it builds and times
 NAMESPACE = "vit-deploy"
+# How long the child that asks the head's control store for its id may take, its Ray import included (about 2 s
+# alone here, several times that on a loaded 2-core machine); a GCS itself answers in milliseconds.
+GCS_TIMEOUT_S = 30.0
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's switch: "0" keeps a head and its driver on loopback
 INSTALL = "pip install -e .[cluster] (the same vit-deploy and Ray on the driver and on every node)"
 
 
@@ -52,40 +60,140 @@ def _split(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """One clear line when nothing listens at the head's port (ray.init would retry for minutes)."""
+def check_reachable(address: str, timeout_s: float = 5.0, given: str | None = None) -> None:
+    """One clear line when nothing listens at the head's port (ray.init would retry for minutes).
+
+    `given` is the address the user typed when `address` is the one Ray dials for it instead.
+    """
     host, port = _split(address)
     try:
         socket.create_connection((host, port), timeout=timeout_s).close()
     except OSError as exc:
-        raise DeployError(f"cannot reach the Ray head at {address} ({exc.strerror or exc}); is `ray start --head` "
-                          "running there, and is its port open to this machine?") from None
+        why = exc.strerror or exc
+        if given is None:
+            raise DeployError(f"cannot reach the Ray head at {address} ({why}); is `ray start --head` running "
+                              "there, and is its port open to this machine?") from None
+        raise DeployError(f"the Ray head answers at {given}, but Ray connects to it as {address} ({why}): it "
+                          "swaps a loopback address for this machine's own, where a head started with "
+                          f"{LOCAL_ONLY_ENV}=0 does not listen; set {LOCAL_ONLY_ENV}=0 here too (before Ray is "
+                          "imported), or start the head on an address its nodes can reach") from None
 
 
-def _same_address(a: str, b: str) -> bool:
-    (host_a, port_a), (host_b, port_b) = _split(a), _split(b)
-    if port_a != port_b:
-        return False
+def _is_loopback(host: str) -> bool:
     try:
-        return host_a == host_b or socket.gethostbyname(host_a) == socket.gethostbyname(host_b)
-    except OSError:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
         return False
+
+
+def _listens_on_loopback_only(port: int) -> bool:
+    """Whether every socket listening on `port` here is bound to loopback (False when that cannot be seen)."""
+    try:
+        import psutil
+
+        bound = [c.laddr.ip for c in psutil.net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port]
+    except Exception:  # no psutil, or the OS will not list other users' sockets (macOS without root)
+        return False
+    return bool(bound) and all(ipaddress.ip_address(ip.removeprefix("::ffff:")).is_loopback for ip in bound)
+
+
+def _keep_loopback(address: str) -> None:
+    """Run this process's Ray in the local-only mode of a head that listens on loopback only.
+
+    Ray in cluster mode (Linux's default) dials a loopback address as this machine's outside address, where
+    such a head (started with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0) does not listen: ray.init then retried
+    (20 tries of about 40 s, a `Failed to connect to GCS` line each). Every node of such a cluster is on this
+    machine, so the driver may stay on loopback too. A head that listens on every interface keeps Ray's
+    default: its nodes may be elsewhere and must reach the driver at its outside address. Ray reads the
+    setting when it is imported, so this comes first.
+    """
+    host, port = _split(address)
+    if "ray" not in sys.modules and LOCAL_ONLY_ENV not in os.environ and _is_loopback(host) \
+            and _listens_on_loopback_only(port):
+        os.environ[LOCAL_ONLY_ENV] = "0"
+
+
+def _dialed(address: str) -> str:
+    """The address ray.init connects to for `address` (Ray swaps a loopback host for this machine's own)."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return canonicalize_bootstrap_address(address) or address
+    except Exception:  # a Ray that moved it: its dialled address is the given one as far as we can tell
+        return address
+
+
+_CLUSTER_ID = "import sys, ray._raylet as r; print(r.GcsClient(address=sys.argv[1]).cluster_id.hex())"
+
+
+def cluster_id(address: str, timeout_s: float = GCS_TIMEOUT_S) -> str:
+    """The id of the cluster whose control store (GCS) answers at `address`, within `timeout_s`.
+
+    Asked in a child process: Ray's client retries a port that accepts connections but is no GCS (the
+    dashboard's, a stale forward) 20 times for about 40 s each, printing a warning each time, and cannot be
+    abandoned half-connected in this one; the child is killed at the deadline and its output kept off the
+    terminal. It costs one Ray import (1.7 s here against a live head).
+    """
+    try:
+        done = subprocess.run([sys.executable, "-c", _CLUSTER_ID, address], capture_output=True, text=True,
+                              timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise DeployError(f"no Ray control store answered at {address} in {timeout_s:.0f} s: is it the head's "
+                          "GCS port (the one `ray start --head` prints, 6379 by default)?") from None
+    answer = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not answer:
+        last = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["no answer"]
+        raise DeployError(f"the Ray control store at {address} did not answer: {last[0].strip()[:300]}")
+    return answer[-1]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """An open connection to a Ray cluster: what a command passes on instead of connecting again."""
+
+    ray: ModuleType
+    address: str  # as the user gave it (messages name it)
+    gcs_address: str  # as Ray reports it
+    cluster_id: str  # the cluster's identity: the same through any alias, NAT or container address
+
+    def nodes(self) -> list[ClusterNode]:
+        return cluster_nodes(self.ray)
+
+
+def _current(ray: ModuleType, address: str) -> Cluster:
+    """The connection this process already holds, if it is to the cluster at `address`; else one error."""
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]  # compiled: Ray ships no stub for it
+
+    gcs = ray.get_runtime_context().gcs_address
+    current = GcsClient(address=gcs).cluster_id.hex()  # the live control store: it answers at once
+    dialed = _dialed(address)
+    if dialed != gcs and cluster_id(dialed) != current:
+        raise DeployError(f"this process is connected to another Ray cluster (at {gcs}) than the one at {address}")
+    return Cluster(ray, address, gcs, current)
 
 
 @contextmanager
-def connected(address: str) -> Iterator[ModuleType]:
-    """Ray connected to the cluster at `address` for the block; a connection the caller already holds is reused."""
-    ray = import_ray()
-    if ray.is_initialized():
-        current = ray.get_runtime_context().gcs_address
-        if not _same_address(current, address):
-            raise DeployError(f"this process is connected to the Ray cluster at {current}, not {address}")
-        yield ray
+def connected(address: str) -> Iterator[Cluster]:
+    """Ray connected to the cluster at `address` for the block; a connection the caller already holds is reused.
+
+    Every step is bounded: nothing listening (at the address given or at the one Ray dials for it) is one
+    error line within seconds, a port that is no Ray control store one line within GCS_TIMEOUT_S.
+    """
+    imported = sys.modules.get("ray")
+    if imported is not None and imported.is_initialized():
+        yield _current(imported, address)
         return
     check_reachable(address)
+    _keep_loopback(address)
+    ray = import_ray()
+    dialed = _dialed(address)
+    if dialed != address:
+        check_reachable(dialed, given=address)
+    identity = cluster_id(dialed)
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
     try:
-        yield ray
+        yield Cluster(ray, address, ray.get_runtime_context().gcs_address, identity)
     finally:
         ray.shutdown()
 

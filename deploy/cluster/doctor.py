@@ -6,6 +6,7 @@ what the list says a node can build and run is what a benchmark there will find.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 from ..bench.device_profiles import load_profile
 from ..errors import DeployError
-from .connect import LABEL, SLOT, ClusterNode, cluster_nodes, connected
+from .connect import LABEL, SLOT, ClusterNode, connected
 from .node import NodeReport, node_report
 
 
@@ -26,10 +27,19 @@ class NodeAnswer:
 
 
 def cluster_doctor(address: str, profiles: Sequence[Path] = (), timeout_s: float = 120.0) -> list[NodeAnswer]:
-    with connected(address) as ray:
+    """Every live node's answer; one that has not answered `timeout_s` after the probes went out says so.
+
+    A probe imports every runtime (Core ML's and ExecuTorch's imports took 22 and 13 s here, on 2 cores), and
+    nodes that share a machine share its cores: three test nodes on 2 cores beside three busy processes had
+    not answered after 300 s.
+    """
+    if not (math.isfinite(timeout_s) and timeout_s > 0):
+        raise DeployError(f"--timeout {timeout_s:g}: give a number of seconds above 0")
+    with connected(address) as cluster:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        nodes = cluster_nodes(ray)
+        ray = cluster.ray
+        nodes = cluster.nodes()
         probe = ray.remote(num_cpus=0, max_retries=0)(node_report)
         refs = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False)).remote(): n
                 for n in nodes}
@@ -38,7 +48,8 @@ def cluster_doctor(address: str, profiles: Sequence[Path] = (), timeout_s: float
         for ref, node in refs.items():
             if ref not in ready:
                 ray.cancel(ref, force=True)
-                answers.append(NodeAnswer(node, error=f"no answer in {timeout_s:.0f} s"))
+                answers.append(NodeAnswer(node, error=f"no answer in {timeout_s:.0f} s (a slow or busy node: give "
+                                                      "--timeout)"))
                 continue
             try:
                 report = ray.get(ref)
@@ -60,7 +71,7 @@ def _label_check(node: ClusterNode, report: NodeReport, profiles: Sequence[Path]
     try:
         profile = load_profile(node.device, list(profiles))
     except DeployError:
-        return f"no profile {node.device!r} on this driver (give --profiles DIR)"
+        return f"no profile {node.device!r} on this driver (give --device-profiles DIR)"
     if profile.device not in report.detected:
         detected = ", ".join(report.detected)
         return f"WRONG: profile {profile.name} needs a {profile.device} device, the node detects {detected}"

@@ -29,7 +29,7 @@ from ..bench.results import ResultRow
 from ..bench.run import Finished, GroupRunner
 from ..errors import DeployError
 from ..export.artifacts import artifact_dir
-from .connect import LABEL, SLOT, ClusterNode, bench_nodes, cluster_nodes, connected
+from .connect import LABEL, SLOT, Cluster, ClusterNode, bench_nodes
 from .node import NodeBench, NodeReport, NodeSetup, node_folder, package_version, unpack_archive
 
 
@@ -39,9 +39,9 @@ def _to_stderr(line: str) -> None:
 
 @dataclass(frozen=True)
 class RayExecutor:
-    """Run the groups on the cluster at `address`; `profiles` maps each device label to its profile."""
+    """Run the groups on an open `cluster` connection; `profiles` maps each device label to its profile."""
 
-    address: str
+    cluster: Cluster
     profiles: Mapping[str, DeviceProfile]
     fetch_artifacts: bool = False
     run_group: GroupRunner = run_group
@@ -55,10 +55,10 @@ class RayExecutor:
         devices = sorted({g.device for g in groups if g.device is not None})
         if not devices:
             return
-        with connected(self.address) as ray:
-            nodes = bench_nodes(cluster_nodes(ray), devices, self.address)
-            with self._placed(ray, request, nodes) as slots:
-                _Dispatch(ray, slots, request, self.fetch_artifacts, started, finished).run(groups)
+        ray = self.cluster.ray
+        nodes = bench_nodes(self.cluster.nodes(), devices, self.cluster.address)
+        with self._placed(ray, request, nodes) as slots:
+            _Dispatch(ray, slots, request, self.fetch_artifacts, started, finished).run(groups)
 
     @contextmanager
     def _placed(self, ray: ModuleType, request: BenchRequest,

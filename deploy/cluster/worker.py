@@ -10,8 +10,9 @@ import json
 import platform
 import re
 import shutil
+import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,3 +66,48 @@ def ray_executable() -> str:
     if not found:
         raise DeployError(f"the `ray` command is not installed here: {INSTALL}")
     return found
+
+
+# `ray start`'s own log prefix ("2026-01-02 10:11:12,345<TAB>ERR scripts.py:122 -- "), in front of each of its lines.
+_RAY_START_PREFIX = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+\w+ \S+ -- ")
+# The lines of Ray's periodic debug dumps: the raylet's `[state-dump]` records and the object store's statistics.
+_DUMP_LINE = re.compile(r".*\[state-dump\]|.*debug dump:|- [\w ./()]+: \S+$|Current usage: |\d+ pending objects of ")
+
+
+def terminal_lines(lines: Iterable[str]) -> Iterator[str]:
+    """`ray start --block`'s output without Ray's state dumps (they stay in the node's log files).
+
+    When a node's process dies (a device unplugged, the raylet killed), `ray start --block` prints the last
+    200 lines of its log, which are mostly the raylet's periodic state dumps: about 190 lines of queue
+    counters around the few that say what happened. Blank lines inside a dump go with it.
+    """
+    in_dump = False
+    for line in lines:
+        body = _RAY_START_PREFIX.sub("", line, count=1)
+        if _DUMP_LINE.match(body) or (in_dump and not body.strip()):
+            in_dump = True
+            continue
+        in_dump = False
+        yield line
+
+
+def relay(argv: Sequence[str], env: Mapping[str, str], everything: bool = False) -> int:
+    """Run `argv` (the join command), its output on stderr without state dumps unless `everything`; its exit code.
+
+    Ctrl-C reaches `ray start` too (the same terminal): it stops its processes, and its last lines still come
+    through before this returns 130.
+    """
+    process = subprocess.Popen(argv, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               errors="replace")
+    assert process.stdout is not None
+    interrupted = False
+    while True:
+        try:
+            for line in (process.stdout if everything else terminal_lines(process.stdout)):
+                sys.stderr.write(line)
+                sys.stderr.flush()
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+    code = process.wait()
+    return 130 if interrupted else code

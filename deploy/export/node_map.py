@@ -73,12 +73,17 @@ def write_node_map(onnx_path: Path, folder: Path) -> str:
 
 
 def read_node_map(path: Path) -> list[NodeInfo]:
+    return _read(path, _TABLE, "an ONNX node map")
+
+
+def _read(path: Path, adapter: TypeAdapter[Any], what: str) -> Any:
+    """A table the export stage wrote, validated; one error naming the file if it is unreadable or not `what`."""
     try:
-        return _TABLE.validate_json(Path(path).read_text(encoding="utf-8"))
+        return adapter.validate_json(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise DeployError(f"cannot read the ONNX node map {path}: {exc.strerror or exc}") from None
+        raise DeployError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     except (ValidationError, UnicodeDecodeError) as exc:
-        raise DeployError(f"{path} is not an ONNX node map ({str(exc).splitlines()[0]}); re-run export") from None
+        raise DeployError(f"{path} is not {what} ({str(exc).splitlines()[0]}); re-run export") from None
 
 
 @dataclass(frozen=True)
@@ -103,9 +108,4 @@ def write_module_macs(module: Any, input_size: tuple[int, ...], folder: Path) ->
 
 
 def read_module_macs(path: Path) -> dict[str, ModuleMacs]:
-    try:
-        return _MODULES.validate_json(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DeployError(f"cannot read the module MAC table {path}: {exc.strerror or exc}") from None
-    except (ValidationError, UnicodeDecodeError) as exc:
-        raise DeployError(f"{path} is not a module MAC table ({str(exc).splitlines()[0]}); re-run export") from None
+    return _read(path, _MODULES, "a module MAC table")

@@ -12,6 +12,8 @@ import numpy as np
 from models import LoadedModel, ModelRequest
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from runtimes import Backend, BuildOptions, ModelSource, RuntimeOptions
 
     from ..data.datasets import LabeledSet
@@ -34,12 +36,12 @@ class ExportRequest:
     opset: int | None = None
     batch: tuple[int, ...] = (1, 4)  # dynamic-batch range the engine must serve; parity runs at each
     threads: int | None = None
-    device: str | None = None
+    runtime_device: str | None = None  # the runtime's own device (OpenVINO CPU/GPU), not a device profile
     seed: int = 0  # of the parity inputs and, for a zoo name given as a string, of a random initialisation
     calib_dir: Path | None = None
     calib_samples: int = 64
     calib_method: str = "minmax"  # int8 Q/DQ ranges: minmax, entropy or percentile
-    gate: bool = True  # False: keep an engine that fails parity (still recorded as failed)
+    gated: bool = True  # False: publish an engine that fails parity too (still recorded as failed)
     runtime_options: RuntimeOptions | None = None  # the target adapter's typed settings (`--option KEY=VALUE`)
 
     @property
@@ -53,10 +55,15 @@ class ExportRequest:
 
 @dataclass(frozen=True)
 class ExportResult:
-    artifact_dir: Path  # where the engine was published (`<target>-<precision>.failed` when kept ungated)
+    artifact_dir: Path  # where the engine was published
     manifest: Manifest
-    model: LoadedModel
+    loaded: LoadedModel  # the model as built, with its card
     verdict: Verdict
+
+    @property
+    def model(self) -> nn.Module:
+        """The PyTorch module the engine was exported from (unfolded): the parity reference."""
+        return self.loaded.module
 
     @property
     def exit_code(self) -> int:

@@ -70,7 +70,7 @@ def export(request: ExportRequest, onnx_cache: OnnxCache | None = None) -> Expor
         graph = prepare_graph(plan, job, onnx_cache or OnnxCache(work), work, stage)
         engine = build_engine(job, graph, stage)
         measured = verify_engine(job.with_source(graph.source), target.availability, stage, engine, request.batch)
-        parity, verdict = decide(measured, job, gated=request.gate)
+        parity, verdict = decide(measured, job, gated=request.gated)
         manifest = describe(plan, loaded, job, graph, engine, parity, verdict, stage)
         published = publish(manifest, stage, plan.final, verdict)
     return ExportResult(published, manifest, loaded, verdict)
@@ -141,7 +141,7 @@ def engine_job(plan: ExportPlan, model: LoadedModel) -> EngineJob:
                          [onnx_export.OUTPUT_NAME], module=deployable)
     feeds = calibration_feeds(request, card, target.precision)
     options = BuildOptions(precision=target.precision, batch=request.batch, threads=request.threads,
-                           device=request.device, calibration=feeds, runtime=request.runtime_options)
+                           device=request.runtime_device, calibration=feeds, runtime=request.runtime_options)
     labelled = (load_dataset(card.reference_dataset, card.preprocessing)
                 if card.reference_dataset and target.precision in LOW_PRECISIONS else None)
     return EngineJob(target.spec, target.precision, target.backend, options, source, torch_reference(model.module),

@@ -145,8 +145,11 @@ def _environment_notes(old: ResultsDocument, new: ResultsDocument) -> list[str]:
     # Different hardware or runtime versions explain a change as well as the code does: say so.
     notes = []
     old_env, new_env = old.environment, new.environment
-    for key in sorted(set(old_env) | set(new_env)):
-        watched = key in ("processor", "cpu_count", "threads", "torch") or key.startswith("runtime:")
-        if watched and old_env.get(key) != new_env.get(key):
-            notes.append(f"{key} differs: {old_env.get(key)!r} (OLD) vs {new_env.get(key)!r} (NEW)")
+    for key in ("processor", "cpu_count", "threads", "torch"):
+        if getattr(old_env, key) != getattr(new_env, key):
+            notes.append(f"{key} differs: {getattr(old_env, key)!r} (OLD) vs {getattr(new_env, key)!r} (NEW)")
+    for name in sorted(set(old_env.runtimes) | set(new_env.runtimes)):
+        was, now = old_env.runtimes.get(name), new_env.runtimes.get(name)
+        if was != now:
+            notes.append(f"{name} differs: {was!r} (OLD) vs {now!r} (NEW)")
     return notes

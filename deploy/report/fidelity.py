@@ -27,6 +27,7 @@ class Point:
     p90: float
     top1: float | None  # percent
     top1_measured: bool
+    top1_dataset: str | None = None  # what the top-1 is on: the run's dataset if measured, else the published one's
 
 
 @dataclass(frozen=True)

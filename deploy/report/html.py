@@ -14,6 +14,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import models
+
 from ..bench.formats import contended, format_or_dash
 from ..bench.results import MemoryRecord, ResultRow, ResultsDocument, load_results
 from ..errors import DeployError
@@ -58,8 +60,21 @@ def _point(row: ResultRow, runtime: str, metric: str) -> Point:
     assert row.latency_ms is not None and row.macs is not None
     measured = row.accuracy.top1 if row.accuracy else None
     top1 = 100 * measured if measured is not None else row.published_top1
+    if measured is not None and row.accuracy is not None:
+        dataset: str | None = Path(row.accuracy.dataset).name or row.accuracy.dataset
+    else:
+        dataset = _published_dataset(row.model) if top1 is not None else None
     return Point(row.model, runtime, row.batch, row.macs, row.latency_ms.get(metric), row.latency_ms.p90, top1,
-                 measured is not None)
+                 measured is not None, dataset)
+
+
+def _published_dataset(model: str) -> str | None:
+    """What a model's published top-1 was measured on: its shipped set (the `*_digits` references), else ImageNet."""
+    try:
+        info = models.get_model_info(model)
+    except models.ModelError:  # a results file from another version's zoo: say nothing rather than guess
+        return None
+    return info.reference_dataset or "ImageNet"
 
 
 METRICS = ("p50", "p90", "p95", "p99", "mean", "min")
@@ -137,16 +152,17 @@ def _profiled(rows: list[LabelledRow]) -> list[ProfiledCell]:
 def _environment_html(header: FileHeader) -> str:
     document = header.document
     env, settings = document.environment, document.settings
-    device = env.get("device") or {}
+    device = env.device or {}
     cpu = device.get("cpu") or {}
     facts = {
         "file": header.file, "created": document.created, "complete": document.complete,
-        "device profile": device.get("profile"), "processor": env.get("processor"),
-        "cores / threads": f"{env.get('cpu_count')} / {cpu.get('threads', env.get('threads'))}",
+        "device profile": device.get("profile"), "processor": env.processor,
+        "cores / threads": f"{env.cpu_count} / {cpu.get('threads', env.threads)}",
         "governor": device.get("governor"), "nvpmodel": device.get("nvpmodel"),
         "jetson_clocks": (device.get("jetson_clocks") or {}).get("on") if device.get("jetson_clocks") else None,
         "gpu": (device.get("gpu") or {}).get("name") if device.get("gpu") else None,
-        "runtimes": ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in env.items() if k.startswith("runtime:") and v),
+        "runtimes": ", ".join(f"{name} {version}" for name, version in env.runtimes.items() if version),
+        "vit-deploy": env.vit_deploy,
         "timing": (f"warm-up {settings.warmup_s} s, "
                    + (f"{settings.duration_s} s per cell" if settings.duration_s else f"{settings.runs} runs per cell")
                    + f", {settings.buffers} input buffers"),
@@ -172,7 +188,7 @@ def _fidelity_html(series: Series, table: list[FidelityRow], baseline: str) -> s
 
 
 def _contention_html(headers: list[FileHeader], rows: list[LabelledRow]) -> str:
-    cores = max((h.document.environment.get("cpu_count") or 0 for h in headers), default=0)
+    cores = max((h.document.environment.cpu_count or 0 for h in headers), default=0)
     busy = contended([labelled.row for labelled in rows], cores)
     if not busy:
         return ""
