@@ -35,7 +35,7 @@ ARG PIP_NO_INDEX=""
 ARG PIP_CERT=""
 ARG PIP_CONFIG_FILE=""
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY deploy/ deploy/
 COPY models/ models/
 COPY runtimes/ runtimes/

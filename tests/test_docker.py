@@ -42,8 +42,9 @@ RUNTIME_PACKAGE = {"onnxruntime": "onnxruntime", "openvino": "openvino", "coreml
                    "executorch": "executorch"}
 # Images whose base ships TensorRT: pip must never be asked for it.
 BASE_TENSORRT = {"tensorrt", "jetson"}
-# What a Dockerfile may COPY from the build context: the package and the image build helper.
-ALLOWED_SOURCES = {"pyproject.toml", "README.md", "deploy", "models", "runtimes", "docker/requirements.py"}
+# What a Dockerfile may COPY from the build context: the package, the files its metadata names (readme,
+# license-files) and the image build helper.
+ALLOWED_SOURCES = {"pyproject.toml", "README.md", "LICENSE", "deploy", "models", "runtimes", "docker/requirements.py"}
 OCI_LABELS = ("title", "description", "version", "source", "licenses")
 TRUSTED_REGISTRIES = {"docker.io", "nvcr.io"}
 WHEEL = re.compile(r"^/tmp/dist/vit_deploy-\$\{VERSION\}-py3-none-any\.whl(?:\[(?P<extra>[\w-]+)\])?$")
@@ -429,6 +430,18 @@ def test_copies_only_the_package(image):
             assert not _ignored(cleaned, ignore), f".dockerignore leaves out {source}, which {image} copies"
 
 
+@by_image
+def test_the_wheel_stage_copies_what_the_metadata_names(image):
+    """setuptools reads the readme and license-files from the source tree: a stage that leaves one out builds a
+    wheel without it (only a warning), and the image ships without its licence text."""
+    copied = set()
+    for inst in PARSED[image].stage("wheel").all("COPY"):
+        words = [w for w in shlex.split(inst.value) if not w.startswith("--")]
+        copied.update(posixpath.normpath(w) for w in words[:-1])
+    named = {"pyproject.toml", PYPROJECT["project"]["readme"], *PYPROJECT["project"].get("license-files", [])}
+    assert named <= copied, f"{image}: the wheel stage does not copy {sorted(named - copied)}"
+
+
 def _dockerignore() -> list[tuple[bool, re.Pattern]]:
     patterns = []
     for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines():
@@ -479,7 +492,7 @@ def test_dockerignore_keeps_out(path):
 
 
 @pytest.mark.parametrize("path", [
-    "pyproject.toml", "README.md", "deploy/cli.py", "deploy/passes/base.py", "models/hvt.py",
+    "pyproject.toml", "README.md", "LICENSE", "deploy/cli.py", "deploy/passes/base.py", "models/hvt.py",
     "runtimes/base.py", "docker/requirements.py",
 ])
 def test_dockerignore_lets_in(path):
@@ -488,7 +501,8 @@ def test_dockerignore_lets_in(path):
 
 def test_the_images_wheel_carries_every_package_file(tmp_path):
     """The wheel stage builds from what .dockerignore lets in: it must hold every tracked file of the package
-    (the digits weights, the data sets, the label list, the profiles), or the image lacks them."""
+    (the digits weights, the data sets, the label list, the profiles) and the license files pyproject.toml
+    names, or the image lacks them."""
     git = shutil.which("git")
     if not git or not (ROOT / ".git").exists():
         pytest.skip("needs a git checkout to list the package's tracked files")
@@ -496,7 +510,8 @@ def test_the_images_wheel_carries_every_package_file(tmp_path):
                              text=True, check=True, timeout=60).stdout.split()
     ignore = _dockerignore()
     context = tmp_path / "context"
-    for path in ["pyproject.toml", "README.md", *tracked]:
+    licenses = PYPROJECT["project"].get("license-files", [])
+    for path in ["pyproject.toml", "README.md", *licenses, *tracked]:
         if not _ignored(path, ignore):
             (context / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / path, context / path)
@@ -509,6 +524,9 @@ def test_the_images_wheel_carries_every_package_file(tmp_path):
         packaged = set(archive.namelist())
     missing = sorted(set(tracked) - packaged)
     assert not missing, f"the image's wheel lacks {missing}: fix .dockerignore or pyproject.toml's package-data"
+    carried = {name.rpartition(".dist-info/licenses/")[2] for name in packaged if ".dist-info/licenses/" in name}
+    assert carried == set(licenses), f"the image's wheel carries the licenses {sorted(carried)}, not {licenses}: " \
+        "fix .dockerignore or the Dockerfiles' COPY"
 
 
 # ---- how the images run --------------------------------------------------------------------------------
