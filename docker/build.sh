@@ -457,6 +457,9 @@ in_image() {  # in_image IMAGE ARTIFACTS-DIR|"" ENTRYPOINT-ARGS...: run the imag
         if [[ -z "$container" ]]; then
             container="$("${engine_cmd[@]}" from --pull=never --quiet "$image")"
             containers+=("$container")
+            # buildah 1.28 also mounts a volume of its own for the image's VOLUME /artifacts, and which of the two
+            # ends up on /artifacts varies from run to run: without the image's, the host folder is what it sees.
+            "${engine_cmd[@]}" config --volume /artifacts- "$container"
         fi
         # buildah runs a command, not the entry point: this is the images' ENTRYPOINT (tests/test_docker.py).
         if [[ "$1" == --python ]]; then
@@ -514,6 +517,14 @@ if ((smoke)); then
                 if [[ "$(id -u)" == 0 ]]; then chown "${user%%:*}" "$artifacts"; else chmod 0777 "$artifacts"; fi
                 echo "==> pipeline in $image: export and bench hvt_digits, written to /artifacts"
                 in_image "$image" "$artifacts" --python -c "$smoke_py" pipeline "$runtime"
+                # smoke.py checked /artifacts from inside; the host folder must hold the same, owned by the user.
+                written="$(find "$artifacts" -mindepth 1 | wc -l)"
+                foreign="$(find "$artifacts" -mindepth 1 ! -uid "${user%%:*}" | head -n 3)"
+                if [[ "$written" == 0 || -n "$foreign" ]]; then
+                    echo "pipeline failed: the host folder $artifacts holds $written path(s)${foreign:+, some not owned by uid ${user%%:*}: $foreign}" >&2
+                    exit 1
+                fi
+                echo "ok: the host folder holds the $written paths, all owned by uid ${user%%:*}"
             fi
         fi
         done_with_image

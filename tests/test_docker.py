@@ -709,6 +709,17 @@ for pattern in "${failing[@]}"; do
 done
 args=("$@")
 if [[ "${args[0]}" == --storage-driver ]]; then args=("${args[@]:2}"); fi
+# A pipeline run writes into the host folder mounted at /artifacts (unless FAKE_PIPELINE_WRITES=0), as the image's
+# user where the caller is root.
+if [[ "${args[0]}" == run && "${args[-2]}" == pipeline && "${FAKE_PIPELINE_WRITES:-1}" == 1 ]]; then
+    for ((i = 0; i < ${#args[@]}; i++)); do
+        if [[ "${args[i]}" == -v ]]; then
+            host="${args[i + 1]%%:*}"
+            mkdir -p "$host/hvt_digits"
+            if [[ "$(id -u)" == 0 ]]; then chown -R "${FAKE_USER-10001}" "$host/hvt_digits"; fi
+        fi
+    done
+fi
 case "${args[0]}" in
     version) echo 28.2.2 ;;
     from) echo ctr-1 ;;
@@ -739,7 +750,7 @@ printf '%s' "${FAKE_CURL_CODE:-200}"
 
 # The real tools build.sh uses; nothing else is on its PATH, so an engine the test does not provide is absent.
 _TOOLS = ("bash", "env", "dirname", "basename", "sed", "awk", "uname", "git", "id", "mktemp", "mkdir", "rm", "head",
-          "realpath", "cat", "chown", "chmod", "tar", "cp")
+          "realpath", "cat", "chown", "chmod", "tar", "cp", "find", "wc")
 
 
 def _build_sh(tmp_path: Path, *args: str, engines: tuple[str, ...] = ("docker",),
@@ -869,6 +880,26 @@ def test_build_sh_with_buildah(tmp_path):
     assert [c for c in calls if c.startswith("buildah --storage-driver vfs run ctr-1 -- python -c ")]
     assert calls[-2:] == ["buildah --storage-driver vfs rm ctr-1",
                           "buildah --storage-driver vfs images --noheading --format {{ .Size }} vit-deploy:onnxruntime"]
+
+
+def test_build_sh_buildah_pipeline_mounts_the_host_folder(tmp_path):
+    result, calls = _build_sh(tmp_path, "--engine", "buildah", "--pipeline", "onnxruntime", engines=("buildah",),
+                              FAKE_FAIL="buildah * inspect --type image python:*")
+    assert result.returncode == 0, result.stderr
+    # The image's own VOLUME goes before the first run, so the -v folder is the only mount on /artifacts.
+    config = calls.index("buildah config --volume /artifacts- ctr-1")
+    runs = [i for i, c in enumerate(calls) if c.startswith("buildah run ")]
+    assert runs and config < runs[0]
+    (pipeline,) = [calls[i] for i in runs if calls[i].endswith(" pipeline onnxruntime")]
+    assert re.search(r"^buildah run -v \S+/artifacts-onnxruntime:/artifacts ctr-1 -- python -c ", pipeline)
+    assert "ok: the host folder holds the 1 paths" in result.stdout
+
+
+def test_build_sh_pipeline_fails_when_nothing_reaches_the_host(tmp_path):
+    result, calls = _build_sh(tmp_path, "--engine", "buildah", "--pipeline", "onnxruntime", engines=("buildah",),
+                              FAKE_FAIL="buildah * inspect --type image python:*", FAKE_PIPELINE_WRITES="0")
+    assert result.returncode == 1
+    assert "pipeline failed: the host folder " in result.stderr and " holds 0 path(s)" in result.stderr
 
 
 def test_build_sh_missing_base(tmp_path):

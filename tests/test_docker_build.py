@@ -89,6 +89,8 @@ def test_export_inside_the_image(image, buildah, tmp_path):
     container = subprocess.run([*buildah, "from", "--pull=never", "--quiet", IMAGE], capture_output=True, text=True,
                                check=True, timeout=600).stdout.strip()
     try:
+        # As build.sh does: buildah 1.28 may mount its own volume for the image's VOLUME over the -v folder.
+        subprocess.run([*buildah, "config", "--volume", "/artifacts-", container], check=True, timeout=600)
         export = subprocess.run([*buildah, "run", "-v", f"{artifacts}:/artifacts", container, "--",
                                  "python", "-m", "deploy", "export", "hvt_digits", "--target", "onnxruntime"],
                                 capture_output=True, text=True, timeout=1200)
