@@ -13,15 +13,34 @@
 
 ARG PYTHON_IMAGE=python:3.11.16-slim-trixie
 
+# ---- the wheelhouse: empty unless the build is given one ------------------------------------------------
+# A folder of wheels for pip (mirrored and air-gapped builds, docker/README.md): pass it as a named build
+# context, `--build-context wheelhouse=DIR --build-arg PIP_FIND_LINKS=/wheelhouse`, which replaces this
+# empty stage. pip reads it through a bind mount, so none of it becomes a layer.
+FROM scratch AS wheelhouse
+
 # ---- stage 1: the project as a wheel (pure Python); the source tree stays out of the final image -------
 FROM ${PYTHON_IMAGE} AS wheel
 ARG SETUPTOOLS_VERSION=84.2.1
+# Where pip finds packages. Empty means pip's own default: PyPI, or what a pip.conf secret says (a value
+# given here overrides the pip.conf). PIP_CERT and PIP_CONFIG_FILE name the secrets mounted below
+# (/run/secrets/ca-bundle, /run/secrets/pip-conf), which never become a layer. Build arguments show in the
+# image history: credentials go in the pip.conf secret, never in a URL here.
+ARG PIP_INDEX_URL=""
+ARG PIP_EXTRA_INDEX_URL=""
+ARG PIP_FIND_LINKS=""
+ARG PIP_NO_INDEX=""
+ARG PIP_CERT=""
+ARG PIP_CONFIG_FILE=""
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY deploy/ deploy/
 COPY models/ models/
 COPY runtimes/ runtimes/
-RUN python -m pip install --no-cache-dir --root-user-action=ignore "setuptools==${SETUPTOOLS_VERSION}" \
+RUN --mount=type=bind,from=wheelhouse,target=/wheelhouse \
+    --mount=type=secret,id=ca-bundle \
+    --mount=type=secret,id=pip-conf \
+    python -m pip install --no-cache-dir --root-user-action=ignore "setuptools==${SETUPTOOLS_VERSION}" \
  && python -m pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /dist .
 
 # ---- stage 2: runtime --------------------------------------------------------------------------------
@@ -29,11 +48,19 @@ FROM ${PYTHON_IMAGE}
 
 ARG VERSION=0.2.0
 ARG SOURCE_URL=https://example.invalid/vit-deploy
-ARG TORCH_VERSION=2.13.0
+# pip's sources, as in the wheel stage (empty: pip's default); the torch step uses TORCH_INDEX_URL in place
+# of PIP_INDEX_URL unless it is empty.
+ARG PIP_INDEX_URL=""
+ARG PIP_EXTRA_INDEX_URL=""
+ARG PIP_FIND_LINKS=""
+ARG PIP_NO_INDEX=""
+ARG PIP_CERT=""
+ARG PIP_CONFIG_FILE=""
+ARG TORCH_VERSION=2.13.0+cpu
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG ONNX_VERSION=1.23.2
 ARG ONNXSCRIPT_VERSION=0.7.2
-ARG ONNXRUNTIME_VERSION=1.31.1
+ARG ONNXRUNTIME_VERSION=1.32.0
 ARG EXECUTORCH_VERSION=1.5.1
 ARG TORCHAO_VERSION=0.18.0
 
@@ -54,7 +81,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # The wheel is bind-mounted from the first stage, so it never becomes a layer of this image.
 RUN --mount=type=bind,from=wheel,source=/dist,target=/tmp/dist \
-    python -m pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
+    --mount=type=bind,from=wheelhouse,target=/wheelhouse \
+    --mount=type=secret,id=ca-bundle \
+    --mount=type=secret,id=pip-conf \
+    PIP_INDEX_URL="${TORCH_INDEX_URL:-${PIP_INDEX_URL}}" \
+        python -m pip install --no-cache-dir "torch==${TORCH_VERSION}" \
  && python -m pip install --no-cache-dir "/tmp/dist/vit_deploy-${VERSION}-py3-none-any.whl[executorch]" \
         "torch==${TORCH_VERSION}" \
         "onnx==${ONNX_VERSION}" \

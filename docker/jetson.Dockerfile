@@ -23,17 +23,36 @@
 ARG PYTHON_IMAGE=python:3.11.16-slim-trixie
 ARG L4T_IMAGE=nvcr.io/nvidia/l4t-jetpack:r36.4.0
 
+# ---- the wheelhouse: empty unless the build is given one ------------------------------------------------
+# A folder of wheels for pip (mirrored and air-gapped builds, docker/README.md): pass it as a named build
+# context, `--build-context wheelhouse=DIR --build-arg PIP_FIND_LINKS=/wheelhouse`, which replaces this
+# empty stage. pip reads it through a bind mount, so none of it becomes a layer.
+FROM scratch AS wheelhouse
+
 # ---- stage 1: the project as a wheel, plus the requirements of the tensorrt extra minus TensorRT --------
 # The wheel is pure Python, so this stage runs on the build machine's own platform (no emulation).
 FROM --platform=$BUILDPLATFORM ${PYTHON_IMAGE} AS wheel
 ARG SETUPTOOLS_VERSION=84.2.1
+# Where pip finds packages. Empty means pip's own default: PyPI, or what a pip.conf secret says (a value
+# given here overrides the pip.conf). PIP_CERT and PIP_CONFIG_FILE name the secrets mounted below
+# (/run/secrets/ca-bundle, /run/secrets/pip-conf), which never become a layer. Build arguments show in the
+# image history: credentials go in the pip.conf secret, never in a URL here.
+ARG PIP_INDEX_URL=""
+ARG PIP_EXTRA_INDEX_URL=""
+ARG PIP_FIND_LINKS=""
+ARG PIP_NO_INDEX=""
+ARG PIP_CERT=""
+ARG PIP_CONFIG_FILE=""
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY deploy/ deploy/
 COPY models/ models/
 COPY runtimes/ runtimes/
 COPY docker/requirements.py docker/requirements.py
-RUN python -m pip install --no-cache-dir --root-user-action=ignore "setuptools==${SETUPTOOLS_VERSION}" \
+RUN --mount=type=bind,from=wheelhouse,target=/wheelhouse \
+    --mount=type=secret,id=ca-bundle \
+    --mount=type=secret,id=pip-conf \
+    python -m pip install --no-cache-dir --root-user-action=ignore "setuptools==${SETUPTOOLS_VERSION}" \
  && python -m pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /dist . \
  && python docker/requirements.py --extra tensorrt --exclude tensorrt > /dist/requirements.txt
 
@@ -42,6 +61,14 @@ FROM ${L4T_IMAGE}
 
 ARG VERSION=0.2.0
 ARG SOURCE_URL=https://example.invalid/vit-deploy
+# pip's sources, as in the wheel stage (empty: pip's default); the torch step uses TORCH_INDEX_URL in place
+# of PIP_INDEX_URL unless it is empty.
+ARG PIP_INDEX_URL=""
+ARG PIP_EXTRA_INDEX_URL=""
+ARG PIP_FIND_LINKS=""
+ARG PIP_NO_INDEX=""
+ARG PIP_CERT=""
+ARG PIP_CONFIG_FILE=""
 ARG TENSORRT_VERSION=10.3.0.30
 ARG PIP_VERSION=26.3
 ARG TORCH_VERSION=2.13.0
@@ -72,7 +99,10 @@ ENV VIRTUAL_ENV=/opt/venv \
 # python3-pip only bootstraps the venv's own pinned pip (the venv starts without pip and sees the
 # system's through --system-site-packages).
 # hadolint ignore=DL3008
-RUN apt-get update \
+RUN --mount=type=bind,from=wheelhouse,target=/wheelhouse \
+    --mount=type=secret,id=ca-bundle \
+    --mount=type=secret,id=pip-conf \
+    apt-get update \
  && apt-get install -y --no-install-recommends python3-pip \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv --without-pip --system-site-packages /opt/venv \
@@ -82,7 +112,11 @@ RUN apt-get update \
 # pinned base tag fixes the Ubuntu release, and this pip is only used to install the pinned one.
 
 RUN --mount=type=bind,from=wheel,source=/dist,target=/tmp/dist \
-    python -m pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
+    --mount=type=bind,from=wheelhouse,target=/wheelhouse \
+    --mount=type=secret,id=ca-bundle \
+    --mount=type=secret,id=pip-conf \
+    PIP_INDEX_URL="${TORCH_INDEX_URL:-${PIP_INDEX_URL}}" \
+        python -m pip install --no-cache-dir "torch==${TORCH_VERSION}" \
  && python -m pip install --no-cache-dir -r /tmp/dist/requirements.txt \
         "torch==${TORCH_VERSION}" \
         "onnx==${ONNX_VERSION}" \

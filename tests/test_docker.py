@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,8 +42,9 @@ RUNTIME_PACKAGE = {"onnxruntime": "onnxruntime", "openvino": "openvino", "coreml
                    "executorch": "executorch"}
 # Images whose base ships TensorRT: pip must never be asked for it.
 BASE_TENSORRT = {"tensorrt", "jetson"}
-# What a Dockerfile may COPY from the build context: the package and the image build helper.
-ALLOWED_SOURCES = {"pyproject.toml", "README.md", "deploy", "models", "runtimes", "docker/requirements.py"}
+# What a Dockerfile may COPY from the build context: the package, the files its metadata names (readme,
+# license-files) and the image build helper.
+ALLOWED_SOURCES = {"pyproject.toml", "README.md", "LICENSE", "deploy", "models", "runtimes", "docker/requirements.py"}
 OCI_LABELS = ("title", "description", "version", "source", "licenses")
 TRUSTED_REGISTRIES = {"docker.io", "nvcr.io"}
 WHEEL = re.compile(r"^/tmp/dist/vit_deploy-\$\{VERSION\}-py3-none-any\.whl(?:\[(?P<extra>[\w-]+)\])?$")
@@ -92,6 +94,10 @@ class Dockerfile:
     @property
     def final(self) -> Stage:
         return self.stages[-1]
+
+    def stage(self, name: str) -> Stage:
+        (found,) = [s for s in self.stages if s.name == name]
+        return found
 
     def instructions(self) -> list[Instruction]:
         return [i for stage in self.stages for i in stage.instructions]
@@ -168,6 +174,7 @@ class PipInstall:
     options: dict[str, str]
     flags: set[str]
     requirements: list[str]
+    env: dict[str, str]  # NAME=value words before the command
 
 
 def pip_installs(stage: Stage) -> list[PipInstall]:
@@ -177,6 +184,7 @@ def pip_installs(stage: Stage) -> list[PipInstall]:
             if "pip" not in words or "install" not in words:
                 continue
             rest = words[words.index("install") + 1:]
+            env = dict(w.split("=", 1) for w in words[:words.index("python")] if re.match(r"[A-Z_]+=", w))
             options, flags, requirements = {}, set(), []
             i = 0
             while i < len(rest):
@@ -190,7 +198,7 @@ def pip_installs(stage: Stage) -> list[PipInstall]:
                 else:
                     requirements.append(word)
                 i += 1
-            found.append(PipInstall(options, flags, requirements))
+            found.append(PipInstall(options, flags, requirements, env))
     return found
 
 
@@ -286,7 +294,7 @@ def test_installs_the_extra_of_its_runtime(image):
     if image in BASE_TENSORRT:
         # The wheel goes in without dependencies; they come from requirements.py in the wheel stage.
         assert "--no-deps" in install.flags
-        helper = [words for inst in PARSED[image].stages[0].all("RUN") for words in commands(inst.value)
+        helper = [words for inst in PARSED[image].stage("wheel").all("RUN") for words in commands(inst.value)
                   if "docker/requirements.py" in words]
         assert helper, f"{image}: the wheel stage does not run docker/requirements.py"
         args = helper[0][helper[0].index("docker/requirements.py") + 1:]
@@ -303,7 +311,7 @@ def test_base_tensorrt_is_never_reinstalled(image, capsys):
             names = [requirement_name(r) for r in install.requirements if not WHEEL.match(r)]
             assert not [n for n in names if n.startswith("tensorrt")], f"{image} pip-installs {names}"
     # What the wheel stage writes to requirements.txt, computed here from the same arguments.
-    helper = [words for inst in dockerfile.stages[0].all("RUN") for words in commands(inst.value)
+    helper = [words for inst in dockerfile.stage("wheel").all("RUN") for words in commands(inst.value)
               if "docker/requirements.py" in words]
     args = helper[0][helper[0].index("docker/requirements.py") + 1:]
     assert "--exclude" in args and args[args.index("--exclude") + 1] == "tensorrt"
@@ -337,16 +345,65 @@ def test_python_packages_are_pinned(image):
 def test_cpu_torch_is_installed_before_the_project(image):
     stage = PARSED[image].final
     installs = pip_installs(stage)
-    torch_first = [n for n, p in enumerate(installs) if "--index-url" in p.options
-                   and any(requirement_name(r) == "torch" for r in p.requirements)]
+    torch_first = [n for n, p in enumerate(installs) if p.requirements == ["torch==${TORCH_VERSION}"]]
     project = [n for n, p in enumerate(installs) if any(WHEEL.match(r) for r in p.requirements)]
     assert torch_first and project and torch_first[0] < project[0]
-    index = substitute(installs[torch_first[0]].options["--index-url"], stage.args())
-    assert index == "https://download.pytorch.org/whl/cpu"
+    # From the torch index by default; from pip's own sources (index, wheelhouse) when TORCH_INDEX_URL is ''.
+    assert installs[torch_first[0]].env == {"PIP_INDEX_URL": "${TORCH_INDEX_URL:-${PIP_INDEX_URL}}"}
+    assert stage.args()["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    if image not in BASE_TENSORRT:
+        # The CPU build's local version: PyPI's torch (the CUDA build) cannot satisfy the pin by accident.
+        assert stage.args()["TORCH_VERSION"].endswith("+cpu")
     # Later installs keep the same torch pin, so nothing can swap it for the CUDA build from PyPI.
     for p in installs[torch_first[0] + 1:]:
         torches = [r for r in p.requirements if requirement_name(r) == "torch"]
         assert all(t == "torch==${TORCH_VERSION}" for t in torches)
+
+
+# ---- mirrored and offline builds ---------------------------------------------------------------------
+
+# pip reads these from the environment, and a stage's ARGs are in its RUNs' environment (never in the image's).
+PIP_SOURCE_ARGS = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX", "PIP_CERT",
+                   "PIP_CONFIG_FILE")
+MIRROR_MOUNTS = ("--mount=type=bind,from=wheelhouse,target=/wheelhouse", "--mount=type=secret,id=ca-bundle",
+                 "--mount=type=secret,id=pip-conf")
+
+
+@by_image
+def test_every_pip_install_takes_the_mirror_settings(image):
+    dockerfile = PARSED[image]
+    wheelhouse = dockerfile.stage("wheelhouse")
+    assert wheelhouse.image == "scratch" and not wheelhouse.instructions, "the default wheelhouse is empty"
+    pip_runs = 0
+    for stage in dockerfile.stages:
+        for inst in stage.all("RUN"):
+            if not [w for w in commands(inst.value) if "pip" in w and "install" in w]:
+                continue
+            pip_runs += 1
+            for mount in MIRROR_MOUNTS:
+                assert mount in inst.value, f"{image}:{inst.line}: a pip install without {mount}"
+        if pip_installs(stage):
+            args = stage.args()
+            # Empty by default, so pip keeps its own defaults (or the pip.conf secret's settings).
+            assert {name: args.get(name) for name in PIP_SOURCE_ARGS} == dict.fromkeys(PIP_SOURCE_ARGS, ""), \
+                f"{image}: stage {stage.name or 'final'} does not declare every pip source as an empty ARG"
+    assert pip_runs >= 2, f"{image}: expected pip in the wheel and the runtime stage"
+
+
+@by_image
+def test_nothing_overrides_the_mirror_or_keeps_it_in_the_image(image):
+    dockerfile = PARSED[image]
+    for stage in dockerfile.stages:
+        for install in pip_installs(stage):
+            sources = {"--index-url", "-i", "--extra-index-url", "--find-links", "-f"} & set(install.options)
+            assert not sources, f"{image}: pip install {sources} on the command line overrides the build arguments"
+        for inst in stage.all("ENV"):
+            named = set(re.findall(r"\b([A-Z_]+)=", inst.value))
+            assert not named & {*PIP_SOURCE_ARGS, "TORCH_INDEX_URL"}, f"{image}: ENV keeps pip's sources in the image"
+    # A secret's default target is /run/secrets/<id>, where the PIP_CERT / PIP_CONFIG_FILE build arguments point.
+    for inst in dockerfile.instructions():
+        for mount in re.findall(r"--mount=(type=secret\S*)", inst.value):
+            assert "target=" not in mount, f"{image}:{inst.line}: {mount} moves the secret from /run/secrets/<id>"
 
 
 # ---- build context -------------------------------------------------------------------------------------
@@ -373,6 +430,18 @@ def test_copies_only_the_package(image):
             cleaned = posixpath.normpath(source).rstrip("/")
             assert cleaned in ALLOWED_SOURCES, f"{image}:{inst.line} copies {source!r} from the build context"
             assert not _ignored(cleaned, ignore), f".dockerignore leaves out {source}, which {image} copies"
+
+
+@by_image
+def test_the_wheel_stage_copies_what_the_metadata_names(image):
+    """setuptools reads the readme and license-files from the source tree: a stage that leaves one out builds a
+    wheel without it (only a warning), and the image ships without its licence text."""
+    copied = set()
+    for inst in PARSED[image].stage("wheel").all("COPY"):
+        words = [w for w in shlex.split(inst.value) if not w.startswith("--")]
+        copied.update(posixpath.normpath(w) for w in words[:-1])
+    named = {"pyproject.toml", PYPROJECT["project"]["readme"], *PYPROJECT["project"].get("license-files", [])}
+    assert named <= copied, f"{image}: the wheel stage does not copy {sorted(named - copied)}"
 
 
 def _dockerignore() -> list[tuple[bool, re.Pattern]]:
@@ -425,11 +494,41 @@ def test_dockerignore_keeps_out(path):
 
 
 @pytest.mark.parametrize("path", [
-    "pyproject.toml", "README.md", "deploy/cli.py", "deploy/passes/base.py", "models/hvt.py",
+    "pyproject.toml", "README.md", "LICENSE", "deploy/cli.py", "deploy/passes/base.py", "models/hvt.py",
     "runtimes/base.py", "docker/requirements.py",
 ])
 def test_dockerignore_lets_in(path):
     assert not _ignored(path, _dockerignore())
+
+
+def test_the_images_wheel_carries_every_package_file(tmp_path):
+    """The wheel stage builds from what .dockerignore lets in: it must hold every tracked file of the package
+    (the digits weights, the data sets, the label list, the profiles) and the license files pyproject.toml
+    names, or the image lacks them."""
+    git = shutil.which("git")
+    if not git or not (ROOT / ".git").exists():
+        pytest.skip("needs a git checkout to list the package's tracked files")
+    tracked = subprocess.run([git, "ls-files", "deploy", "models", "runtimes"], cwd=ROOT, capture_output=True,
+                             text=True, check=True, timeout=60).stdout.split()
+    ignore = _dockerignore()
+    context = tmp_path / "context"
+    licenses = PYPROJECT["project"].get("license-files", [])
+    for path in ["pyproject.toml", "README.md", *licenses, *tracked]:
+        if not _ignored(path, ignore):
+            (context / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / path, context / path)
+    # The wheel stage's command (pip wheel --no-deps --no-build-isolation), with this environment's setuptools.
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--wheel-dir", str(tmp_path / "dist"), str(context)], check=True, capture_output=True,
+                   timeout=300)
+    (wheel,) = (tmp_path / "dist").glob("vit_deploy-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        packaged = set(archive.namelist())
+    missing = sorted(set(tracked) - packaged)
+    assert not missing, f"the image's wheel lacks {missing}: fix .dockerignore or pyproject.toml's package-data"
+    carried = {name.rpartition(".dist-info/licenses/")[2] for name in packaged if ".dist-info/licenses/" in name}
+    assert carried == set(licenses), f"the image's wheel carries the licenses {sorted(carried)}, not {licenses}: " \
+        "fix .dockerignore or the Dockerfiles' COPY"
 
 
 # ---- how the images run --------------------------------------------------------------------------------
@@ -497,7 +596,7 @@ def test_base_images_are_pinned_by_tag(image):
     stage_names = set()
     for stage in dockerfile.stages:
         ref = substitute(stage.image, dockerfile.global_args)
-        if ref in stage_names:
+        if ref in stage_names or (ref == "scratch" and stage.name == "wheelhouse"):
             continue
         if stage.name:
             stage_names.add(stage.name)
@@ -519,8 +618,8 @@ def test_base_images_are_pinned_by_tag(image):
 @by_image
 def test_wheel_is_built_in_its_own_stage(image):
     dockerfile = PARSED[image]
-    assert len(dockerfile.stages) >= 2 and dockerfile.stages[0].name == "wheel"
-    assert any("pip wheel" in i.value for i in dockerfile.stages[0].all("RUN"))
+    assert len(dockerfile.stages) >= 2 and dockerfile.stage("wheel") is not dockerfile.final
+    assert any("pip wheel" in i.value for i in dockerfile.stage("wheel").all("RUN"))
     mounts = [i for i in dockerfile.final.all("RUN") if "--mount=type=bind,from=wheel" in i.value]
     assert mounts, f"{image}: the runtime stage does not take the wheel from the wheel stage"
     assert not dockerfile.final.all("COPY"), "the runtime stage copies nothing: the wheel is bind-mounted"
@@ -600,37 +699,96 @@ def test_readme_table_matches_the_dockerfile(image):
 
 # ---- docker/build.sh -----------------------------------------------------------------------------------
 
-_FAKE_DOCKER = """#!/usr/bin/env bash
+# One stand-in for docker, podman and buildah (linked under each name): it logs each call as "ENGINE ARGS", fails
+# the calls that match a pattern in FAKE_FAIL (glob patterns, ';'-separated), and answers what build.sh asks.
+_FAKE_ENGINE = """#!/usr/bin/env bash
+engine="$(basename "$0")"
 call="$*"
-printf '%s\\n' "${call//$'\\n'/ }" >> "$DOCKER_LOG"
-if [[ "$1" == image && "$2" == inspect ]]; then
-    name="${!#}"; name="${name##*:}"
-    case "$*" in
-        *bench-device*) case "$name" in tensorrt) echo cuda ;; jetson) echo jetson ;; *) echo cpu ;; esac ;;
-        *runtime*) case "$name" in jetson) echo tensorrt ;; *) echo "$name" ;; esac ;;
-    esac
+printf '%s %s\\n' "$engine" "${call//$'\\n'/ }" >> "$ENGINE_LOG"
+IFS=';' read -ra failing <<< "${FAKE_FAIL:-}"
+for pattern in "${failing[@]}"; do
+    if [[ -n "$pattern" && "$engine $call" == $pattern ]]; then echo "$engine: failed" >&2; exit 1; fi
+done
+args=("$@")
+if [[ "${args[0]}" == --storage-driver ]]; then args=("${args[@]:2}"); fi
+# A pipeline run writes into the host folder mounted at /artifacts (unless FAKE_PIPELINE_WRITES=0), as the image's
+# user where the caller is root.
+if [[ "${args[0]}" == run && "${args[-2]}" == pipeline && "${FAKE_PIPELINE_WRITES:-1}" == 1 ]]; then
+    for ((i = 0; i < ${#args[@]}; i++)); do
+        if [[ "${args[i]}" == -v ]]; then
+            host="${args[i + 1]%%:*}"
+            mkdir -p "$host/hvt_digits"
+            if [[ "$(id -u)" == 0 ]]; then chown -R "${FAKE_USER-10001}" "$host/hvt_digits"; fi
+        fi
+    done
 fi
-exit "${FAKE_DOCKER_RC:-0}"
+case "${args[0]}" in
+    version) echo 28.2.2 ;;
+    from) echo ctr-1 ;;
+    image | inspect | images)
+        name="${args[-1]}"; name="${name##*:}"
+        case "$call" in
+            *bench-device*) case "$name" in tensorrt) echo cuda ;; jetson) echo jetson ;; *) echo cpu ;; esac ;;
+            *runtime-version*) echo 9.9.9 ;;
+            *io.vit-deploy.runtime*) case "$name" in jetson) echo tensorrt ;; *) echo "$name" ;; esac ;;
+            *Config.User*) echo "${FAKE_USER-10001}" ;;
+            *Size*) echo 1234000000 ;;
+        esac ;;
+esac
+exit 0
 """
 
+# A stand-in curl: logs the URL, fails for those matching FAKE_CURL_FAIL with FAKE_CURL_ERROR, else prints the
+# HTTP status FAKE_CURL_CODE (200).
+_FAKE_CURL = """#!/usr/bin/env bash
+url="${!#}"
+printf 'curl %s\\n' "$url" >> "$ENGINE_LOG"
+if [[ -n "${FAKE_CURL_FAIL:-}" && "$url" == $FAKE_CURL_FAIL ]]; then
+    echo "${FAKE_CURL_ERROR:-curl: (6) Could not resolve host}" >&2
+    exit 6
+fi
+printf '%s' "${FAKE_CURL_CODE:-200}"
+"""
 
-def _build_sh(tmp_path: Path, *args: str, rc: int = 0) -> tuple[subprocess.CompletedProcess, list[str]]:
-    bash = shutil.which("bash")
-    if not bash:
+# The real tools build.sh uses; nothing else is on its PATH, so an engine the test does not provide is absent.
+_TOOLS = ("bash", "env", "dirname", "basename", "sed", "awk", "uname", "git", "id", "mktemp", "mkdir", "rm", "head",
+          "realpath", "cat", "chown", "chmod", "tar", "cp", "find", "wc")
+
+
+def _build_sh(tmp_path: Path, *args: str, engines: tuple[str, ...] = ("docker",),
+              **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    if not shutil.which("bash"):
         pytest.skip("bash is not installed")
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    fake = bin_dir / "docker"
-    fake.write_text(_FAKE_DOCKER)
-    fake.chmod(0o755)
-    log = tmp_path / "docker.log"
+    if not bin_dir.exists():
+        bin_dir.mkdir()
+        for tool in _TOOLS:
+            if shutil.which(tool):
+                (bin_dir / tool).symlink_to(shutil.which(tool))
+        for name, script in (("fake-engine", _FAKE_ENGINE), ("curl", _FAKE_CURL)):
+            (bin_dir / name).write_text(script)
+            (bin_dir / name).chmod(0o755)
+    for engine in ("docker", "podman", "buildah"):
+        (bin_dir / engine).unlink(missing_ok=True)
+        if engine in engines:
+            (bin_dir / engine).symlink_to(bin_dir / "fake-engine")
+    log = tmp_path / "calls.log"
     log.write_text("")
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "DOCKER_LOG": str(log),
-           "FAKE_DOCKER_RC": str(rc)}
-    env.pop("IMAGE_PREFIX", None)
-    result = subprocess.run([bash, str(DOCKER / "build.sh"), *args], capture_output=True, text=True,
-                            env=env, cwd=tmp_path, timeout=60)
+    result = subprocess.run([str(bin_dir / "bash"), str(DOCKER / "build.sh"), *args], capture_output=True, text=True,
+                            env={"PATH": str(bin_dir), "HOME": str(tmp_path), "TMPDIR": str(tmp_path),
+                                 "ENGINE_LOG": str(log), **env}, cwd=tmp_path, timeout=60)
     return result, log.read_text().splitlines()
+
+
+def _one_error_line(result: subprocess.CompletedProcess) -> str:
+    """Bad input stops build.sh with exit 2 and one line on stderr."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def _builds(calls: list[str]) -> list[str]:
+    return [c for c in calls if re.match(r"(docker|podman|buildah)( --storage-driver \S+)? build ", c)]
 
 
 def test_build_sh_is_strict_bash():
@@ -644,26 +802,28 @@ def test_build_sh_is_strict_bash():
 def test_build_sh_builds_and_smoke_tests_a_subset(tmp_path):
     result, calls = _build_sh(tmp_path, "onnxruntime", "tensorrt")
     assert result.returncode == 0, result.stderr
-    builds = [c for c in calls if c.startswith("build ")]
+    builds = _builds(calls)
     assert len(builds) == 2
     assert builds[0].endswith("-f docker/onnxruntime.Dockerfile -t vit-deploy:onnxruntime .")
     assert builds[1].endswith("-f docker/tensorrt.Dockerfile -t vit-deploy:tensorrt .")
-    assert "run --rm vit-deploy:onnxruntime doctor" in calls
-    assert "run --rm vit-deploy:tensorrt doctor" in calls  # no GPU unless --gpu
-    checks = [c for c in calls if c.startswith("run --rm --entrypoint python vit-deploy:tensorrt -c")]
-    assert checks and checks[0].endswith(" tensorrt 0"), "without --gpu the runtime need not run"
+    assert "docker run --rm vit-deploy:onnxruntime doctor" in calls
+    assert "docker run --rm vit-deploy:tensorrt doctor" in calls  # no GPU unless --gpu
+    checks = [c for c in calls if c.startswith("docker run --rm --entrypoint python vit-deploy:tensorrt -c")]
+    # runtime, whether it must run (not without --gpu), and the runtime-version label to compare with.
+    assert checks and checks[0].endswith(" check tensorrt 0 9.9.9")
+    assert "vit-deploy:onnxruntime" in result.stdout and "1234 MB" in result.stdout  # the summary
 
 
 @pytest.mark.subprocess
 def test_build_sh_gpu_flags_come_from_the_bench_device_label(tmp_path):
     result, calls = _build_sh(tmp_path, "--gpu", "tensorrt", "jetson", "openvino")
     assert result.returncode == 0, result.stderr
-    assert "run --rm --gpus all vit-deploy:tensorrt doctor" in calls
-    assert "run --rm --runtime nvidia vit-deploy:jetson doctor" in calls
-    assert "run --rm vit-deploy:openvino doctor" in calls
+    assert "docker run --rm --gpus all vit-deploy:tensorrt doctor" in calls
+    assert "docker run --rm --runtime nvidia vit-deploy:jetson doctor" in calls
+    assert "docker run --rm vit-deploy:openvino doctor" in calls
     checks = [c for c in calls if " --entrypoint python " in c]
-    assert [c.rsplit(" ", 2)[1:] for c in checks] == [["tensorrt", "1"], ["tensorrt", "1"], ["openvino", "0"]]
-    jetson_build = [c for c in calls if c.startswith("build ") and "vit-deploy:jetson" in c]
+    assert [c.rsplit(" ", 3)[1:3] for c in checks] == [["tensorrt", "1"], ["tensorrt", "1"], ["openvino", "0"]]
+    jetson_build = [c for c in _builds(calls) if "vit-deploy:jetson" in c]
     arm64 = os.uname().machine in {"aarch64", "arm64"}
     assert jetson_build and (("--platform linux/arm64" in jetson_build[0]) != arm64)
 
@@ -672,8 +832,8 @@ def test_build_sh_gpu_flags_come_from_the_bench_device_label(tmp_path):
 def test_build_sh_no_smoke_and_default_set(tmp_path):
     result, calls = _build_sh(tmp_path, "--no-smoke")
     assert result.returncode == 0, result.stderr
-    assert not [c for c in calls if c.startswith("run ")]
-    built = {re.search(r"-t vit-deploy:(\S+)", c).group(1) for c in calls if c.startswith("build ")}
+    assert not [c for c in calls if c.startswith("docker run ")]
+    built = {re.search(r"-t vit-deploy:(\S+)", c).group(1) for c in _builds(calls)}
     expected = set(IMAGES) if os.uname().machine in {"aarch64", "arm64"} else set(IMAGES) - {"jetson"}
     assert built == expected
 
@@ -681,8 +841,174 @@ def test_build_sh_no_smoke_and_default_set(tmp_path):
 @pytest.mark.subprocess
 def test_build_sh_rejects_unknown_images_and_stops_on_failure(tmp_path):
     result, calls = _build_sh(tmp_path, "onnxruntime", "nope")
-    assert result.returncode == 2 and "no docker/nope.Dockerfile" in result.stderr
-    assert not calls, "nothing is built when a name is wrong"
-    result, calls = _build_sh(tmp_path, "onnxruntime", "openvino", rc=1)
+    assert "no docker/nope.Dockerfile" in _one_error_line(result)
+    assert not _builds(calls), "nothing is built when a name is wrong"
+    result, calls = _build_sh(tmp_path, "onnxruntime", "openvino", FAKE_FAIL="docker build *")
     assert result.returncode != 0
-    assert len(calls) == 1, "the first failing docker command stops the script"
+    assert len(_builds(calls)) == 1, "the first failing build stops the script"
+
+
+@pytest.mark.parametrize(("args", "engines", "fail", "expected"), [
+    (["--engine", "nope"], ("docker",), "", "unknown engine 'nope': pass --engine docker, podman or buildah"),
+    (["--engine", "podman"], ("docker",), "", "podman is not installed"),
+    (["--engine", "docker"], ("docker", "buildah"), "docker version*", "daemon does not answer: start it"),
+    ([], (), "", "no container engine found: install docker, podman or buildah"),
+    (["--gpu", "--engine", "buildah"], ("buildah",), "", "--gpu needs docker or podman"),
+    (["--engine", "docker", "--storage-driver", "vfs"], ("docker",), "", "--storage-driver is for podman and buildah"),
+])
+def test_build_sh_engine_errors(tmp_path, args, engines, fail, expected):
+    result, calls = _build_sh(tmp_path, *args, "onnxruntime", engines=engines, FAKE_FAIL=fail)
+    assert expected in _one_error_line(result)
+    assert not _builds(calls)
+
+
+def test_build_sh_uses_whichever_engine_is_installed(tmp_path):
+    result, calls = _build_sh(tmp_path, "--no-smoke", "onnxruntime", engines=("docker", "podman", "buildah"))
+    assert result.returncode == 0 and _builds(calls)[0].startswith("docker build "), result.stderr
+    # docker's daemon down: podman, then buildah.
+    result, calls = _build_sh(tmp_path, "--no-smoke", "onnxruntime", engines=("docker", "buildah"),
+                              FAKE_FAIL="docker version*")
+    assert result.returncode == 0 and _builds(calls)[0].startswith("buildah build "), result.stderr
+
+
+def test_build_sh_with_buildah(tmp_path):
+    result, calls = _build_sh(tmp_path, "--engine", "buildah", "--storage-driver", "vfs", "onnxruntime",
+                              engines=("buildah",), FAKE_FAIL="buildah * inspect --type image python:*")
+    assert result.returncode == 0, result.stderr
+    (build,) = _builds(calls)
+    # Registry names spelled out (buildah resolves no short names); every base is in its store before the build.
+    assert build.startswith("buildah --storage-driver vfs build --pull=never ")
+    assert "--build-arg PYTHON_IMAGE=docker.io/library/python:3.11.16-slim-trixie" in build
+    assert "buildah --storage-driver vfs pull docker.io/library/python:3.11.16-slim-trixie" not in calls  # found
+    # buildah runs commands in a working container, not the entry point: the same command, spelled out.
+    assert "buildah --storage-driver vfs from --pull=never --quiet vit-deploy:onnxruntime" in calls
+    assert "buildah --storage-driver vfs run ctr-1 -- python -m deploy doctor" in calls
+    assert [c for c in calls if c.startswith("buildah --storage-driver vfs run ctr-1 -- python -c ")]
+    assert calls[-2:] == ["buildah --storage-driver vfs rm ctr-1",
+                          "buildah --storage-driver vfs images --noheading --format {{ .Size }} vit-deploy:onnxruntime"]
+
+
+def test_build_sh_buildah_pipeline_mounts_the_host_folder(tmp_path):
+    result, calls = _build_sh(tmp_path, "--engine", "buildah", "--pipeline", "onnxruntime", engines=("buildah",),
+                              FAKE_FAIL="buildah * inspect --type image python:*")
+    assert result.returncode == 0, result.stderr
+    # The image's own VOLUME goes before the first run, so the -v folder is the only mount on /artifacts.
+    config = calls.index("buildah config --volume /artifacts- ctr-1")
+    runs = [i for i, c in enumerate(calls) if c.startswith("buildah run ")]
+    assert runs and config < runs[0]
+    (pipeline,) = [calls[i] for i in runs if calls[i].endswith(" pipeline onnxruntime")]
+    assert re.search(r"^buildah run -v \S+/artifacts-onnxruntime:/artifacts ctr-1 -- python -c ", pipeline)
+    owned = ", all owned by uid 10001" if os.geteuid() == 0 else ""
+    assert re.search(rf"ok: on the host, 2 paths under \S+/artifacts-onnxruntime{owned}\n", result.stdout)
+
+
+def test_build_sh_pipeline_fails_when_nothing_reaches_the_host(tmp_path):
+    result, calls = _build_sh(tmp_path, "--engine", "buildah", "--pipeline", "onnxruntime", engines=("buildah",),
+                              FAKE_FAIL="buildah * inspect --type image python:*", FAKE_PIPELINE_WRITES="0")
+    assert result.returncode == 1
+    assert "pipeline failed: the host folder " in result.stderr and " holds 0 path(s)" in result.stderr
+
+
+def test_build_sh_missing_base(tmp_path):
+    # Neither in the store nor pullable (no registry reachable).
+    result, calls = _build_sh(tmp_path, "onnxruntime", FAKE_FAIL="docker image inspect python*;docker pull *")
+    line = _one_error_line(result)
+    assert "the base image python:3.11.16-slim-trixie is not in docker's store and cannot be pulled" in line
+    assert "--base IMAGE" in line and "--base-from-debootstrap bookworm" in line
+    assert "docker pull python:3.11.16-slim-trixie" in calls and not _builds(calls)
+    result, calls = _build_sh(tmp_path, "--base", "corp/python:3.11", "onnxruntime",
+                              FAKE_FAIL="docker image inspect corp/*;docker pull *")
+    assert "the base image corp/python:3.11 is not in docker's store" in _one_error_line(result)
+    # NVIDIA's bases cannot be replaced by --base: the line says where to get them.
+    result, calls = _build_sh(tmp_path, "tensorrt", FAKE_FAIL="docker image inspect nvcr.io/*;docker pull *")
+    line = _one_error_line(result)
+    assert "nvcr.io/nvidia/tensorrt:" in line and "leave tensorrt out" in line
+    # A base that is there is used as it is.
+    result, calls = _build_sh(tmp_path, "--no-smoke", "--base", "corp/python:3.11", "onnxruntime")
+    assert result.returncode == 0, result.stderr
+    assert "--build-arg PYTHON_IMAGE=corp/python:3.11" in _builds(calls)[0]
+
+
+@pytest.mark.parametrize(("args", "curl", "expected"), [
+    ([], {"FAKE_CURL_FAIL": "https://pypi.org/*"},
+     "cannot reach pip's index https://pypi.org/simple/ (curl: (6) Could not resolve host): give a mirror with "
+     "--index-url URL"),
+    (["--index-url", "https://mirror.example/simple"], {"FAKE_CURL_FAIL": "https://mirror.example/*"},
+     "cannot reach pip's index https://mirror.example/simple"),
+    ([], {"FAKE_CURL_FAIL": "https://download.pytorch.org/*"},
+     "cannot reach the torch index https://download.pytorch.org/whl/cpu/ (curl: (6) Could not resolve host): give "
+     "a mirror of it with --torch-index-url URL, or --torch-index-url ''"),
+    ([], {"FAKE_CURL_FAIL": "https://pypi.org/*", "FAKE_CURL_ERROR": "curl: (60) SSL certificate problem"},
+     "give the CA that signs it with --ca-bundle FILE"),
+    ([], {"FAKE_CURL_CODE": "407"}, "refuses access (HTTP 407): put its credentials in a pip.conf and pass --pip-conf"),
+    (["--extra-index-url", "file:///opt/pypi/simple"], {}, "is a path on this machine, which the build cannot see"),
+    (["--no-index"], {}, "--no-index leaves pip nothing to install from: give a wheelhouse with --find-links"),
+    (["--ca-bundle", "/nonexistent/ca.pem"], {}, "--ca-bundle /nonexistent/ca.pem: no such readable file"),
+])
+def test_build_sh_unreachable_or_wrong_index(tmp_path, args, curl, expected):
+    result, calls = _build_sh(tmp_path, *args, "onnxruntime", **curl)
+    assert expected in _one_error_line(result)
+    assert not _builds(calls)
+
+
+def test_build_sh_passes_the_mirror_to_the_build(tmp_path):
+    wheels, ca, conf = tmp_path / "wheels", tmp_path / "ca.pem", tmp_path / "pip.conf"
+    wheels.mkdir()
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    conf.write_text("[global]\n")
+    result, calls = _build_sh(tmp_path, "--no-smoke", "--index-url", "https://mirror.example/simple",
+                              "--extra-index-url", "https://extra.example/simple", "--find-links", str(wheels),
+                              "--find-links", "https://wheels.example/", "--torch-index-url", "", "--ca-bundle",
+                              str(ca), "--pip-conf", str(conf), "onnxruntime")
+    assert result.returncode == 0, result.stderr
+    (build,) = _builds(calls)
+    for expected in ("--build-arg PIP_INDEX_URL=https://mirror.example/simple",
+                     "--build-arg PIP_EXTRA_INDEX_URL=https://extra.example/simple",
+                     "--build-arg PIP_FIND_LINKS=/wheelhouse https://wheels.example/",
+                     f"--build-context wheelhouse={wheels}", "--build-arg TORCH_INDEX_URL= ",
+                     f"--secret id=ca-bundle,src={ca}", "--build-arg PIP_CERT=/run/secrets/ca-bundle",
+                     f"--secret id=pip-conf,src={conf}", "--build-arg PIP_CONFIG_FILE=/run/secrets/pip-conf"):
+        assert expected in build
+    # Checked before the build: the indexes and the wheelhouse URL; no torch index (''), and the CA is curl's too.
+    assert [c for c in calls if c.startswith("curl ")] == [
+        "curl https://wheels.example/", "curl https://mirror.example/simple", "curl https://extra.example/simple"]
+
+
+def test_build_sh_base_from_debootstrap_errors(tmp_path):
+    made = "docker image inspect vit-deploy-python:*"  # not made yet
+    result, calls = _build_sh(tmp_path, "--base-from-debootstrap", "bookworm", "onnxruntime", FAKE_FAIL=made)
+    assert "needs debootstrap: apt-get install debootstrap, or pass --base IMAGE" in _one_error_line(result)
+    fake = tmp_path / "bin" / "debootstrap"
+    fake.write_text("#!/usr/bin/env bash\nexit 0\n")
+    fake.chmod(0o755)
+    (tmp_path / "scripts").mkdir()
+    result, calls = _build_sh(tmp_path, "--base-from-debootstrap", "bookwrom", "onnxruntime",
+                              DEBOOTSTRAP_DIR=str(tmp_path), FAKE_FAIL=made)
+    assert "debootstrap knows no suite 'bookwrom'" in _one_error_line(result)
+    result, calls = _build_sh(tmp_path, "--base", "x:1", "--base-from-debootstrap", "bookworm", "onnxruntime")
+    assert "give one" in _one_error_line(result)
+    assert not _builds(calls)
+
+
+def test_build_sh_reuses_a_debootstrap_base(tmp_path):
+    result, calls = _build_sh(tmp_path, "--no-smoke", "--engine", "buildah", "--base-from-debootstrap", "bookworm",
+                              "onnxruntime", engines=("buildah",))
+    assert result.returncode == 0, result.stderr
+    assert "using the base image localhost/vit-deploy-python:bookworm made earlier" in result.stderr
+    assert "--build-arg PYTHON_IMAGE=localhost/vit-deploy-python:bookworm" in _builds(calls)[0]
+    assert not [c for c in calls if " pull " in c]
+
+
+def test_build_sh_smoke_refuses_a_root_image(tmp_path):
+    result, calls = _build_sh(tmp_path, "onnxruntime", FAKE_USER="")
+    assert result.returncode == 1 and "runs as 'root', not as its own user" in result.stderr
+    assert not [c for c in calls if c.startswith("docker run ")]
+
+
+def test_build_sh_pipeline(tmp_path):
+    result, calls = _build_sh(tmp_path, "--pipeline", "openvino", "tensorrt")
+    assert result.returncode == 0, result.stderr
+    runs = [c for c in calls if c.startswith("docker run ") and c.endswith(" pipeline openvino")]
+    assert len(runs) == 1 and re.search(r" -v \S+/artifacts-openvino:/artifacts ", runs[0])
+    assert not [c for c in calls if c.endswith(" pipeline tensorrt")]
+    assert "no pipeline run for vit-deploy:tensorrt: its runtime needs a GPU (pass --gpu)" in result.stderr
