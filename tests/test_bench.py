@@ -170,6 +170,7 @@ def test_resume_refuses_other_settings_and_can_retry_failed(tmp_path):
     assert [r["status"] for r in json.loads(path.read_text())["results"]] == ["ok", "ok"]
 
 
+@pytest.mark.slow
 def test_a_failing_cell_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
     real_export = group_module.export
 
@@ -193,6 +194,7 @@ def test_a_failing_cell_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- the command
 
 
+@pytest.mark.slow
 def test_bench_digits_with_accuracy_writes_json_csv_and_markdown(tmp_path, capsys):
     paths = {ext: tmp_path / f"results.{ext}" for ext in ("json", "csv", "md")}
     code = main(["bench", "hvt_digits", "--dataset", "digits", "--limit", "60", "--target", "onnxruntime",
@@ -242,6 +244,7 @@ def test_bench_refuses_bad_requests_in_one_line(argv, message, tmp_path, capsys)
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
 
 
+@pytest.mark.slow
 def test_random_init_models_pass_parity_on_two_onnx_runtimes_sharing_one_export(tmp_path):
     """ORT and OpenVINO share the cached ONNX file; both must be checked against the same weights."""
     if importlib.util.find_spec("openvino") is None:

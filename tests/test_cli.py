@@ -23,6 +23,7 @@ def test_list_shows_the_zoo():
     assert "hvt_s_1" in result.stdout and "deit_s" in result.stdout and "78.00" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_closed_pipe_is_not_an_error():
     """`python -m deploy passes | head -0`: the reader leaves first; no traceback, no 'internal error'."""
@@ -42,6 +43,7 @@ def test_list_json():
     assert by_name["hvt_s_1"]["published_top1"] == 78.0
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 @pytest.mark.parametrize(("args", "message"), [
     (["export", "hvt_q"], "unknown model 'hvt_q'; did you mean"),
@@ -60,6 +62,7 @@ def test_bad_input_is_one_line(args, message):
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_mismatched_checkpoint_names_the_keys(tmp_path):
     path = tmp_path / "deit.pth"
@@ -71,6 +74,7 @@ def test_mismatched_checkpoint_names_the_keys(tmp_path):
     assert not (tmp_path / "hvt_s_1").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_unwritable_out(tmp_path):
     (tmp_path / "f").write_text("x")
@@ -78,9 +82,16 @@ def test_unwritable_out(tmp_path):
     assert result.returncode == 2 and "cannot write to output folder" in result.stderr
 
 
+@pytest.fixture(scope="module")
+def doctor_json() -> subprocess.CompletedProcess:
+    """`doctor --json`, run once: it imports every runtime (about 11 s here), and two tests read it."""
+    return run_cli("doctor", "--json")
+
+
+@pytest.mark.slow
 @pytest.mark.subprocess
-def test_doctor_reports_each_runtime():
-    rows = json.loads(run_cli("doctor", "--json").stdout)
+def test_doctor_reports_each_runtime(doctor_json):
+    rows = json.loads(doctor_json.stdout)
     by_name = {r["runtime"]: r for r in rows}
     assert by_name["onnxruntime"]["can_run"] is True
     assert {"torch", "onnxruntime", "openvino", "tensorrt", "coreml"} <= set(by_name)
@@ -88,6 +99,7 @@ def test_doctor_reports_each_runtime():
         assert row["installed"] or row["reason"]  # a missing runtime says why
 
 
+@pytest.mark.slow
 def test_export_command(tmp_path, capsys):
     assert main(["export", "hvt_ti", "--out", str(tmp_path), "--batch", "1", "--batch", "2"]) == 0
     out = capsys.readouterr().out
@@ -95,6 +107,7 @@ def test_export_command(tmp_path, capsys):
     assert (tmp_path / "hvt_ti_1" / "onnxruntime-fp32" / "manifest.json").is_file()
 
 
+@pytest.mark.slow
 def test_bench_writes_results_json(tmp_path, capsys):
     results = tmp_path / "results.json"
     code = main(["bench", "hvt_ti_1", "--target", "onnxruntime", "--target", "torch", "--runs", "3",
@@ -126,13 +139,14 @@ def test_bench_marks_missing_runtime_unavailable(tmp_path, monkeypatch):
     assert row["latency_ms"] is None
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
-def test_a_command_that_imports_the_runtimes_prints_no_third_party_import_warnings():
+def test_a_command_that_imports_the_runtimes_prints_no_third_party_import_warnings(doctor_json):
     """`doctor` imports every runtime: torchao's CUDA-kernel and pytree lines and coremltools' version lines stay out
     of a normal run (filtered by logger and message); --debug shows them, which proves the filter hides them."""
     from runtimes.import_noise import NOISE
 
-    normal, debug = run_cli("doctor"), run_cli("--debug", "doctor")
+    normal, debug = doctor_json, run_cli("--debug", "doctor", "--json")
     assert normal.returncode == debug.returncode == 0, normal.stderr + debug.stderr
     assert normal.stderr.strip() == "", normal.stderr
     if not any(n.fragment in debug.stderr for n in NOISE):

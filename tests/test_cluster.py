@@ -34,7 +34,8 @@ from deploy.cli import main
 from deploy.cluster.connect import LABEL, SLOT, connected
 from deploy.timing import LatencyStats
 
-pytestmark = [pytest.mark.ray, pytest.mark.subprocess]
+# One Ray cluster per module: starting and stopping it take seconds, so every test here is slow.
+pytestmark = [pytest.mark.ray, pytest.mark.subprocess, pytest.mark.slow]
 
 # Ray calls a loopback address this machine's outside address unless it believes it is on a laptop; this keeps
 # the driver, the head and every node on 127.0.0.1 (it is read when Ray is imported, so it comes first).
@@ -275,6 +276,7 @@ def _local_run_without_ray(argv: list[str]) -> None:
         sys.modules["ray"] = ray
 
 
+@pytest.mark.slow
 def test_doctor_lists_every_node_with_its_label_device_and_runtimes(farm, capsys):
     """Each node imports every runtime to answer (10-25 s of CPU alone here): three nodes on one busy 2-core
     machine need minutes, which the default 120 s deadline does not give them."""
@@ -294,6 +296,7 @@ def test_doctor_lists_every_node_with_its_label_device_and_runtimes(farm, capsys
         assert set(runtimes) == {"torch", "onnxruntime", "openvino", "tensorrt", "coreml", "executorch"}
 
 
+@pytest.mark.slow
 def test_an_engine_built_and_timed_on_a_node_matches_a_local_run(farm, tmp_path):
     """The real engine (hvt_digits on ONNX Runtime), built, gated and timed on farm-a's node, equals a local run."""
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -320,6 +323,7 @@ def test_an_engine_built_and_timed_on_a_node_matches_a_local_run(farm, tmp_path)
     assert _slots_free(2), "the actor gave its bench slot back"
 
 
+@pytest.mark.slow
 def test_a_device_no_node_has_is_one_error_line_naming_the_clusters_devices(farm, tmp_path, capsys):
     argv = ["bench", "hvt_digits", "--cluster", farm.address, "--device", "cpu", "--no-progress",
             "--out", str(tmp_path), "--json", str(tmp_path / "r.json")]
@@ -330,6 +334,7 @@ def test_a_device_no_node_has_is_one_error_line_naming_the_clusters_devices(farm
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.slow
 def test_an_interrupted_cluster_run_resumes_with_only_the_missing_cells(farm, tmp_path):
     path = tmp_path / "resumable.json"
     request = _request(tmp_path, devices=("farm-a",))
@@ -434,6 +439,7 @@ def _cli(*argv: str, env: dict[str, str] | None = None, timeout_s: float = 600) 
                           capture_output=True, text=True, timeout=timeout_s, check=False)
 
 
+@pytest.mark.slow
 def test_bench_against_a_real_ray_head_on_loopback_runs_two_cells_into_one_results_file(ray_head, tmp_path):
     """`bench --cluster 127.0.0.1:PORT` against `ray start --head` bound to loopback, as a user runs it. Ray in its
     default (cluster) mode dials 127.0.0.1 as this machine's outside address, where such a head does not listen:
@@ -453,6 +459,7 @@ def test_bench_against_a_real_ray_head_on_loopback_runs_two_cells_into_one_resul
         assert row["device"] == REAL_LABEL and row["node"]["labels"][LABEL] == REAL_LABEL and row["runs"] == 3
 
 
+@pytest.mark.slow
 def test_a_head_ray_would_dial_elsewhere_is_one_error_line_at_once(ray_head, tmp_path):
     """B2: with Ray forced into cluster mode, the loopback-only head is reachable as typed but not where Ray dials
     it: one line within seconds (it was a retry loop of 20 tries of about 40 s), and no results file."""
@@ -472,6 +479,7 @@ def test_a_head_ray_would_dial_elsewhere_is_one_error_line_at_once(ray_head, tmp
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.slow
 def test_a_process_connected_to_one_cluster_refuses_another_and_accepts_an_alias(farm, ray_head, capsys):
     """Clusters are compared by identity (the control store's cluster id), not by the address text."""
     assert main(["doctor", "--cluster", ray_head.address]) == 2
@@ -487,6 +495,7 @@ def test_a_process_connected_to_one_cluster_refuses_another_and_accepts_an_alias
             assert same.cluster_id == farm.connection.cluster_id and same.address == alias
 
 
+@pytest.mark.slow
 def test_a_port_that_is_no_ray_control_store_is_one_error_within_the_deadline():
     """A port that accepts connections and says nothing (the dashboard's, a stale forward): Ray's client retries it
     20 times for about 40 s each; the probe gives up at its deadline."""
@@ -504,6 +513,7 @@ def test_a_port_that_is_no_ray_control_store_is_one_error_within_the_deadline():
     assert time.monotonic() - start < 15
 
 
+@pytest.mark.slow
 def test_a_node_that_leaves_mid_run_fails_its_cells_and_the_rest_finish(farm, tmp_path):
     """Runs last: it takes farm-b out of the shared cluster."""
     request = BenchRequest([], [], [], BenchSettings(runs=3, warmup_s=0), tmp_path, devices=(

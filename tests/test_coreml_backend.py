@@ -71,6 +71,7 @@ def test_availability_builds_everywhere_runs_on_mac(backend):
         assert status.reason == RUN_REASON == "Core ML prediction runs only on macOS"
 
 
+@pytest.mark.slow
 def test_fp16_program_has_expected_io_and_ops(built):
     out, result, _ = built("fp16")
     assert result.files == ("model.mlpackage",) and (out / "model.mlpackage").is_dir()
@@ -86,6 +87,7 @@ def test_fp16_program_has_expected_io_and_ops(built):
     assert result.details["batch"] == 1 and result.details["compute_precision"] == "fp16"
 
 
+@pytest.mark.slow
 def test_ios18_target_fuses_attention(built):
     out, result, _ = built("fp16", "iOS18")
     info = describe_mlprogram(out / "model.mlpackage")
@@ -103,6 +105,7 @@ def test_fp32_program_has_no_casts(built):
     assert result.details["compute_precision"] == "fp32" and "Neural Engine" in result.details["note"]
 
 
+@pytest.mark.slow
 def test_int8_quantizes_weights(built):
     out, result, _ = built("int8", "iOS17")
     info = describe_mlprogram(out / "model.mlpackage")
@@ -115,6 +118,7 @@ def test_int8_quantizes_weights(built):
     assert package_bytes(out) < package_bytes(built("fp16")[0])
 
 
+@pytest.mark.slow
 def test_int8_threshold_quantizes_small_layers_too(backend, source, tmp_path):
     options = BuildOptions(precision="int8", runtime=CoreMLOptions(minimum_deployment_target="iOS18",
                                                                    int8_weight_threshold=0))
@@ -125,12 +129,14 @@ def test_int8_threshold_quantizes_small_layers_too(backend, source, tmp_path):
     assert info["ops"]["constexpr_blockwise_shift_scale"] == result.details["quantized_weight_tensors"] == 13
 
 
+@pytest.mark.slow
 def test_static_batch_is_the_first_listed(built):
     out, result, _ = built("fp16", None, batch=(2, 4))
     assert result.details["batch"] == 2 and result.details["batches"] == [2]
     assert describe_mlprogram(out / "model.mlpackage")["inputs"][0]["shape"] == (2, 3, 32, 32)
 
 
+@pytest.mark.slow
 def test_enumerated_batches_cover_every_listed_batch(backend, source, tmp_path):
     options = BuildOptions(precision="fp16", batch=(1, 4), runtime=CoreMLOptions(batch_shapes="enumerated"))
     result = backend.build(source, tmp_path, options)

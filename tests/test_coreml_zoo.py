@@ -103,6 +103,7 @@ def test_every_224_model_is_listed():
     assert len(ZOO_224) == 13 and {"hvt_ti_1", "hvt_s_4", "deit_s", "cvt_21", "vit_resnas_medium"} <= set(ZOO_224)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO_224)
 def test_program_io_shapes_precision_and_attention(converted, name):
     done = converted(name)
@@ -122,6 +123,7 @@ def test_program_io_shapes_precision_and_attention(converted, name):
     assert noise == [], f"{name}: coremltools conversion warnings"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", INT8)
 def test_int8_weights_are_constexpr_ops(converted, name):
     done = converted(name, "int8")

@@ -32,6 +32,7 @@ def _weight_of(model: onnx.ModelProto, module: str) -> str:
     raise AssertionError(f"no quantized MatMul weight in {module}")
 
 
+@pytest.mark.slow
 def test_a_perturbed_layer_is_named_with_its_module(digits_int8):
     broken = onnx.ModelProto()
     broken.CopyFrom(digits_int8.low)
@@ -49,6 +50,7 @@ def test_a_perturbed_layer_is_named_with_its_module(digits_int8):
     assert healthy.output().sqnr_db > 30 > report.output().sqnr_db, "the broken layer wrecks the logits"
 
 
+@pytest.mark.slow
 def test_every_compared_layer_knows_its_module(digits_int8):
     report = compare_graphs(digits_int8.fp32, digits_int8.low, digits_int8.feeds)
     assert report.compared > 50 and report.samples == 8
@@ -62,6 +64,7 @@ def test_sqnr():
     assert sqnr_db(x, x * 1.1) == pytest.approx(20.0)
 
 
+@pytest.mark.slow
 def test_the_command_prints_the_layers(capsys):
     assert main(["debug-precision", "hvt_digits", "--precision", "fp16", "--samples", "4", "--top", "3"]) == 0
     out = capsys.readouterr().out

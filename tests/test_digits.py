@@ -82,11 +82,13 @@ def test_pytorch_held_out_top1_is_at_least_98_percent_and_matches_the_registry(r
     assert accuracy.topk(logits, dataset.labels, 5) >= top1
 
 
+@pytest.mark.slow
 def test_onnxruntime_fp32_engine_agrees_with_pytorch_on_the_held_out_set(reference, tmp_path):
     info, _, dataset, expected = reference
     _assert_engine_agrees(info.name, "onnxruntime", dataset, expected, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reference", ["hvt_digits"], indirect=True)
 def test_openvino_fp32_engine_agrees_with_pytorch_on_the_held_out_set(reference, tmp_path):
     if importlib.util.find_spec("openvino") is None:

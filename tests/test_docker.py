@@ -501,6 +501,7 @@ def test_dockerignore_lets_in(path):
     assert not _ignored(path, _dockerignore())
 
 
+@pytest.mark.slow
 def test_the_images_wheel_carries_every_package_file(tmp_path):
     """The wheel stage builds from what .dockerignore lets in: it must hold every tracked file of the package
     (the digits weights, the data sets, the label list, the profiles) and the license files pyproject.toml

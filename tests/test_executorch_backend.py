@@ -123,6 +123,7 @@ def enumerated(built):
     return built("fp32", (1, 4), batch_shapes="enumerated")
 
 
+@pytest.mark.slow
 def test_static_methods_match_pytorch_and_xnnpack_takes_the_compute(backend, enumerated, model):
     out, result, _ = enumerated
     assert result.files == ("model.pte",) and result.batches == (1, 4)
@@ -146,6 +147,7 @@ def test_etrecord_needs_a_single_method_program(backend, model, tmp_path):
         backend.build(ModelSource([SPEC], ["logits"], module=model), tmp_path, options)
 
 
+@pytest.mark.slow
 def test_static_methods_refuse_other_batches(backend, enumerated):
     with pytest.raises(InputMismatchError, match="batch 2 is not one this program serves"):
         run(backend, enumerated, batch_of(2))
@@ -153,6 +155,7 @@ def test_static_methods_refuse_other_batches(backend, enumerated):
         run(backend, enumerated, batch_of(8))
 
 
+@pytest.mark.slow
 def test_dynamic_batch_serves_every_batch_up_to_the_largest(backend, built, model):
     entry = built("fp32", (1, 4), etrecord=True)
     _, result, _ = entry
@@ -170,12 +173,14 @@ def test_dynamic_batch_serves_every_batch_up_to_the_largest(backend, built, mode
     assert forward["portable_ops"] == {"aten.native_layer_norm.default": 3, "aten.slice_copy.Tensor": 3}
 
 
+@pytest.mark.slow
 def test_enumerated_methods_share_their_weights(enumerated, built):
     out, _, _ = enumerated
     dynamic = built("fp32", (1, 4), etrecord=True)[0]
     assert (out / "model.pte").stat().st_size < 1.5 * (dynamic / "model.pte").stat().st_size
 
 
+@pytest.mark.slow
 def test_fp16_runs_in_half_precision_with_fp32_io(backend, built, model):
     entry = built("fp16", (1,))
     _, result, _ = entry
@@ -191,6 +196,7 @@ def test_int8_needs_calibration(backend, model, tmp_path):
         backend.build(ModelSource([SPEC], ["logits"], module=model), tmp_path, BuildOptions(precision="int8"))
 
 
+@pytest.mark.slow
 def test_coreml_delegate_builds_here_and_says_why_it_cannot_run(backend, built):
     out, result, options = built("fp32", (1,), delegate="coreml")
     delegation = result.details["delegation"]["forward"]
@@ -207,6 +213,7 @@ def test_corrupt_program_is_one_clear_error(backend, tmp_path):
         backend.load(tmp_path, "model.pte", BuildOptions()).activate()
 
 
+@pytest.mark.slow
 def test_profile_hook_times_every_op_and_attributes_portable_ones_to_modules(built):
     from runtimes.executorch_profile import ETDumpRequest, profile_ops
 
@@ -223,6 +230,7 @@ def test_profile_hook_times_every_op_and_attributes_portable_ones_to_modules(bui
     assert modules == ["L__self__blocks.0.norm1", "L__self__blocks.0.norm2", "L__self__norm"]
 
 
+@pytest.mark.slow
 def test_runner_profile_layers_reports_etdump_ops_outside_the_timed_program(backend, built):
     """`bench --profile` / `deploy profile` reach ExecuTorch through Runner.profile_layers: a second, traced load."""
     from runtimes.profiling import ProfileRequest

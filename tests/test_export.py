@@ -58,6 +58,7 @@ def exported(tmp_path_factory):
     return export(ExportRequest("hvt_ti_1", "onnxruntime", out=out, batch=(1, 2)))
 
 
+@pytest.mark.slow
 def test_manifest_records_how_the_engine_was_made(exported):
     manifest = json.loads((exported.artifact_dir / "manifest.json").read_text())
     assert exported.artifact_dir.name == "onnxruntime-fp32"
@@ -75,6 +76,7 @@ def test_manifest_records_how_the_engine_was_made(exported):
     assert not [p for p in exported.artifact_dir.parent.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_artifact_loads_and_runs_dynamic_batch(exported):
     runner, manifest = load_artifact(exported.artifact_dir)
     with runner:
@@ -82,6 +84,7 @@ def test_artifact_loads_and_runs_dynamic_batch(exported):
     assert out["logits"].shape == (3, 1000)
 
 
+@pytest.mark.slow
 def test_wrong_input_shape_is_refused_clearly(exported):
     runner, _ = load_artifact(exported.artifact_dir)
     message = r"has shape \(1, 3, 200, 200\), expected \(batch, 3, 224, 224\)"
@@ -102,6 +105,7 @@ def test_corrupt_engine_is_a_clear_error(exported, tmp_path):
         runner.activate()
 
 
+@pytest.mark.slow
 def test_failed_build_leaves_nothing_and_keeps_the_old_artifact(exported, monkeypatch):
     before = (exported.artifact_dir / "model.onnx").read_bytes()
 
@@ -117,6 +121,7 @@ def test_failed_build_leaves_nothing_and_keeps_the_old_artifact(exported, monkey
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_parity_failure_is_not_promoted(tmp_path, monkeypatch):
     from runtimes.ort_backend import OrtRunner
 
@@ -148,6 +153,7 @@ def test_precision_the_target_cannot_build():
         export(ExportRequest("hvt_ti_1", "onnxruntime", precision="bf16"))
 
 
+@pytest.mark.slow
 def test_torch_target_round_trips_through_torch_export(tmp_path):
     result = export(ExportRequest("hvt_ti_1", "torch", out=tmp_path, batch=(1, 2)))
     assert result.manifest.engine.files == ["model.pt2"]

@@ -64,6 +64,7 @@ def _flip(path: Path, offset_fraction: float = 0.5) -> None:
     path.write_bytes(bytes(data))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("target", "file"), [("onnxruntime", "model.onnx"), ("torch", "model.pt2"),
                                               ("openvino", "model.bin"), ("openvino", "model.xml")])
 def test_a_flipped_byte_in_any_engine_file_is_refused_on_load(artifacts_by_target, tmp_path, target, file):
@@ -77,6 +78,7 @@ def test_a_flipped_byte_in_any_engine_file_is_refused_on_load(artifacts_by_targe
         load_artifact(copy)
 
 
+@pytest.mark.slow
 def test_a_manifest_of_the_wrong_shape_is_one_clear_error(artifacts_by_target, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(artifacts_by_target["onnxruntime"].artifact_dir, copy)
@@ -144,6 +146,7 @@ def test_a_non_finite_output_blames_pytorch_or_the_engine():
 # ---------------------------------------------------------------- honest status
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(ON_MAC, reason="on macOS Core ML runs, so its engines are verified, not unverified")
 def test_coreml_on_linux_is_published_as_unverified(tmp_path, capsys):
     pytest.importorskip("coremltools", reason="the coreml extra is not installed: pip install -e .[coreml]")
@@ -191,6 +194,7 @@ def test_a_batch_over_the_memory_limit_names_the_limit(monkeypatch, tmp_path, ca
 # ---------------------------------------------------------------- crash safety
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_killed_exports_leftovers_are_removed_by_the_next_run(tmp_path, capsys):
     out = tmp_path / "out"
@@ -259,6 +263,7 @@ def _tmpfs(path: Path, size: str, *flags: str):
 FULL_DISK_TARGETS = ["onnxruntime", "torch", "openvino", "coreml"]
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 @pytest.mark.parametrize("target", FULL_DISK_TARGETS)
 def test_a_full_disk_is_one_line_on_every_target(tmp_path, capsys, monkeypatch, target):
@@ -561,6 +566,7 @@ _SLOW_BENCH = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_second_bench_on_the_same_json_is_refused_and_no_row_is_lost(tmp_path, capsys, no_work):
     # B17: two concurrent runs on one --json both printed success, and one run's rows were lost.
@@ -721,6 +727,7 @@ def test_complex_weights_are_refused_not_cast_to_real(tmp_path, capsys):
     assert not (tmp_path / "a" / "hvt_digits").exists()
 
 
+@pytest.mark.slow
 def test_a_labelled_set_that_does_not_decode_fails_its_cell_saying_how_many_did(tmp_path, capsys):
     # B18: all images corrupt, empty or truncated gave `ok` rows with accuracy.error, and exit 0. B13 too.
     dataset = tmp_path / "set"
@@ -778,6 +785,7 @@ MANIFEST_FLIPS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flip", MANIFEST_FLIPS)
 def test_a_changed_manifest_value_is_a_refused_load(artifacts_by_target, tmp_path, capsys, flip):
     # B14: one byte flipped inside a manifest value was still served in 4 of 8 targeted flips.

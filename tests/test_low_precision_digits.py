@@ -16,6 +16,7 @@ CELLS = [("onnxruntime", "int8"), ("onnxruntime", "fp16"), pytest.param("openvin
          ("openvino", "fp16"), ("openvino", "bf16")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("target", "precision"), CELLS)
 @pytest.mark.parametrize("name", REFERENCES)
 def test_low_precision_engine_agrees_with_pytorch_on_the_held_out_digits(tmp_path, name, target, precision):

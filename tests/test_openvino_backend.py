@@ -80,6 +80,7 @@ def test_available_here(backend):
     assert "CPU" in status.devices
 
 
+@pytest.mark.slow
 def test_fp32_matches_pytorch_at_batch_1_and_3(model, fp32_build):
     out, result, runner = fp32_build
     assert set(result.files) >= {"model.xml", "model.bin"}
@@ -89,6 +90,7 @@ def test_fp32_matches_pytorch_at_batch_1_and_3(model, fp32_build):
     assert result.details["runtime_config"]["INFERENCE_PRECISION_HINT"] == "f32"
 
 
+@pytest.mark.slow
 def test_fp32_runner_really_runs_f32_with_threads(fp32_build):
     _, result, runner = fp32_build
     assert result.details["runtime_config"]["INFERENCE_NUM_THREADS"] == 2
@@ -98,6 +100,7 @@ def test_fp32_runner_really_runs_f32_with_threads(fp32_build):
         assert runner.input_specs[0].shape[0] is None  # the dynamic batch survives conversion
 
 
+@pytest.mark.slow
 def test_bf16_is_its_own_precision(model, backend, source, tmp_path, cpu_caps):
     result, runner = build_and_load(backend, source, tmp_path, precision="bf16")
     assert result.details["inference_precision"] == "bf16"
@@ -109,6 +112,7 @@ def test_bf16_is_its_own_precision(model, backend, source, tmp_path, cpu_caps):
         assert runner.effective["INFERENCE_PRECISION_HINT"] == "bf16"
 
 
+@pytest.mark.slow
 def test_fp16_compresses_weights_and_says_what_runs(model, backend, source, tmp_path, cpu_caps, fp32_build):
     result, runner = build_and_load(backend, source, tmp_path, precision="fp16")
     fp32_dir = fp32_build[0]
@@ -135,6 +139,7 @@ def test_int8_needs_calibration(backend, source, tmp_path):
         backend.build(source, tmp_path, BuildOptions(precision="int8"))
 
 
+@pytest.mark.slow
 @pytest.mark.nncf
 @pytest.mark.parametrize(("model_type", "max_error", "min_cosine"),
                          [("transformer", 0.45, 0.9), ("none", 0.15, 0.98)])

@@ -84,6 +84,7 @@ def test_a_convolution_padded_to_the_cpus_channel_block_counts_its_real_channels
                                        7) == 7, "no source convolution of that kernel: the count it was given"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family, build, shape", [("hvt", small_hvt, (3, 32, 32)), ("cvt", small_cvt, (3, 64, 64)),
                                                    ("resnas", small_resnas, (3, 28, 28))])
 def test_the_kernels_macs_are_the_models(family, build, shape, tmp_path):
@@ -99,6 +100,7 @@ def test_the_kernels_macs_are_the_models(family, build, shape, tmp_path):
     assert sum(kernel.macs for kernel in report.kernels) == pytest.approx(expected, rel=0.02)
 
 
+@pytest.mark.slow
 def test_the_ceiling_script_prints_each_engines_kernels(tmp_path, capsys):
     sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
     import sgemm_ceiling
@@ -110,6 +112,7 @@ def test_the_ceiling_script_prints_each_engines_kernels(tmp_path, capsys):
     assert "with weights from memory (cold)" in out
 
 
+@pytest.mark.slow
 def test_the_ceiling_script_times_engines_and_the_sgemm_in_the_same_rounds(tmp_path, capsys):
     sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
     import sgemm_ceiling

@@ -60,6 +60,7 @@ def test_resampling_an_embedding_to_its_own_size_changes_nothing():
     torch.testing.assert_close(resample_grid(grid, 16 * 16, 1)[:, :1], grid[:, :1]), "the cls entry is kept"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "size"), [("deit_ti", 288), ("vit_resnas_tiny", 448), ("cvt_13", 288)])
 def test_a_fine_tune_of_each_family_at_another_size_loads_with_its_size_and_classes_inferred(tmp_path, name, size):
     path = tmp_path / "ft.pth"
@@ -161,6 +162,7 @@ HUB_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(HUB_CASES))
 def test_a_hugging_face_vit_or_deit_folder_exports_and_matches_transformers(tmp_path, capsys, case):
     config, kind = HUB_CASES[case]()
@@ -247,6 +249,7 @@ class Tiny(torch.nn.Module):
         return self.head((tokens + self.block(tokens)).mean(1))
 
 
+@pytest.mark.slow
 def test_the_python_api_exports_benches_and_predicts_a_custom_module(tmp_path):
     import deploy
     from deploy import bench, export, predict
@@ -291,6 +294,7 @@ def test_the_profile_of_a_custom_module_attributes_its_top_level_children(tmp_pa
     assert "stem" in units and "block" in units and "head" in units
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["vit", "cvt"])
 def test_hugging_face_models_go_through_the_python_api_as_modules(tmp_path, kind):
     from deploy import bench, export
@@ -311,6 +315,7 @@ def test_hugging_face_models_go_through_the_python_api_as_modules(tmp_path, kind
     assert document.results[0].status == "ok" and document.results[0].latency_ms.p50 > 0
 
 
+@pytest.mark.slow
 def test_a_model_factory_on_the_command_line_exports_and_benches(tmp_path, capsys):
     factory = tmp_path / "mine.py"
     factory.write_text(textwrap.dedent("""
@@ -338,6 +343,7 @@ def test_a_model_factory_on_the_command_line_exports_and_benches(tmp_path, capsy
 # ---------------------------------------------------------------- runtime options survive a reload
 
 
+@pytest.mark.slow
 def test_a_core_ml_artifact_reloads_with_its_compute_units(tmp_path):
     pytest.importorskip("coremltools", reason="coremltools is not installed (pip install -e .[coreml])")
     assert main(["export", "hvt_digits", "--target", "coreml", "--fp32", "--option", "compute_units=CPU_ONLY",
@@ -391,6 +397,7 @@ def test_a_factory_that_returns_no_module_is_one_line(tmp_path, capsys):
     assert "cannot import no_such_package.mod" in _one_error_line(capsys)
 
 
+@pytest.mark.slow
 def test_predict_on_an_image_that_does_not_decode_is_one_line(tmp_path, capsys):
     assert main(["export", "hvt_digits", "--batch", "1", "--out", str(tmp_path)]) == 0
     bad = tmp_path / "broken.png"
@@ -400,6 +407,7 @@ def test_predict_on_an_image_that_does_not_decode_is_one_line(tmp_path, capsys):
     assert "cannot read image" in _one_error_line(capsys)
 
 
+@pytest.mark.slow
 def test_predict_prints_the_digits_classes(tmp_path, capsys):
     from PIL import Image
 
@@ -416,6 +424,7 @@ def test_predict_prints_the_digits_classes(tmp_path, capsys):
     assert lines[0] == str(image) and lines[1].split()[1] == str(label), lines
 
 
+@pytest.mark.slow
 def test_the_artifact_is_usable_with_plain_onnxruntime(tmp_path):
     """What the README tells a user without this package: the manifest's preprocessing and labels, the ONNX file."""
     import onnxruntime as ort

@@ -118,6 +118,7 @@ def test_pool_pass_on_hvt_s_3_changes_three_places_bit_exactly(hvt_s_3_onnx):
     assert np.array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_pool_pass_leaves_an_unpooled_model_untouched():
     from models.hvt import HVT
 

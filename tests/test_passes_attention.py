@@ -300,6 +300,7 @@ ZOO_LISTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["hvt", "cvt"])
 @pytest.mark.parametrize("label", list(ZOO_LISTS))
 def test_attention_passes_on_exported_models(exported_zoo_like, family, label):

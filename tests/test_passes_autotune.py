@@ -110,6 +110,7 @@ def _select(model, proto, profile, tmp_path, precision="fp32"):
     return select_passes(proto, job, tmp_path, TINY)
 
 
+@pytest.mark.slow
 def test_select_passes_measures_every_candidate_and_records_why(tiny_hvt_onnx, tmp_path, broken_pass):
     model, proto = tiny_hvt_onnx
     assert proto.graph.node[-1].op_type == "Gemm"  # the broken pass doubles Gemm's alpha
@@ -130,6 +131,7 @@ def test_select_passes_measures_every_candidate_and_records_why(tiny_hvt_onnx, t
     assert record.reason and record.settings["runs"] == TINY.runs
 
 
+@pytest.mark.slow
 def test_select_passes_for_fp16_appends_the_conversion(tiny_hvt_onnx, tmp_path):
     model, proto = tiny_hvt_onnx
     profile = dataclasses.replace(get_target("onnxruntime"), auto_candidates=())
@@ -139,6 +141,7 @@ def test_select_passes_for_fp16_appends_the_conversion(tiny_hvt_onnx, tmp_path):
         assert candidate.changes["fp16-convert"] > 0 and candidate.parity.passed
 
 
+@pytest.mark.slow
 def test_export_with_passes_auto_records_the_candidates(tmp_path):
     from deploy.export import ExportRequest, export
 
@@ -164,6 +167,7 @@ def test_passes_command_lists_every_pass_with_its_targets(capsys):
     assert "tried by --passes auto on: onnxruntime" in out and "appended for: onnxruntime fp16" in out
 
 
+@pytest.mark.slow
 def test_inspect_shows_weight_types(tiny_hvt_onnx, tmp_path, capsys):
     from deploy.cli import main
     from deploy.passes import run_passes

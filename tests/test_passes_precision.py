@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 import torch
 from helpers import small_hvt
 from hypothesis import given, settings
@@ -96,6 +97,7 @@ def test_fp16_route_is_appended_for_onnxruntime_and_tensorrt_only():
     assert "fp16" not in get_target("openvino").precision_passes
 
 
+@pytest.mark.slow
 def test_tensorrt_fp16_graph_from_the_default_profile():
     """What the export stage hands TensorRT for fp16: the default passes, then the fp16 conversion."""
     model = small_hvt()
@@ -113,6 +115,7 @@ def test_tensorrt_fp16_graph_from_the_default_profile():
     assert report.passed, report.reason
 
 
+@pytest.mark.slow
 def test_export_onnxruntime_fp16_passes_the_fp16_gate(tmp_path):
     from deploy.export import ExportRequest, export
 

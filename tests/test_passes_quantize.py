@@ -48,6 +48,7 @@ def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
     return out
 
 
+@pytest.mark.slow
 def test_the_qdq_graph_meets_tensorrts_explicit_quantization_rules(int8_graph):
     floating, quantized, _ = int8_graph
     initializers = {t.name: numpy_helper.to_array(t) for t in quantized.graph.initializer}
@@ -73,6 +74,7 @@ def test_the_qdq_graph_meets_tensorrts_explicit_quantization_rules(int8_graph):
             assert "DequantizeLinear" not in producers, f"Q/DQ around {node.op_type}"
 
 
+@pytest.mark.slow
 def test_weights_are_int8_per_channel_on_the_output_axis(int8_graph):
     _, quantized, shape = int8_graph
     initializers = {t.name: numpy_helper.to_array(t) for t in quantized.graph.initializer}
@@ -91,6 +93,7 @@ def test_weights_are_int8_per_channel_on_the_output_axis(int8_graph):
     assert checked["MatMul"] > 0
 
 
+@pytest.mark.slow
 def test_the_classifier_head_and_the_pooling_stay_float(int8_graph):
     floating, quantized, _ = int8_graph
     heads = set(head_nodes(floating))
@@ -115,6 +118,7 @@ def test_a_qdq_graph_is_never_quantized_again(int8_graph):
     assert again is quantized and record.changed == 0
 
 
+@pytest.mark.slow
 def test_each_calibration_method_sets_the_activation_scales():
     clean = clean_up(export_onnx(small_hvt(), (3, 32, 32), 20))
     feeds = _calibration((3, 32, 32)).feeds
@@ -132,6 +136,7 @@ def test_each_calibration_method_sets_the_activation_scales():
     assert (percentile <= minmax * 1.0001).all() and (percentile < minmax * 0.9).any()
 
 
+@pytest.mark.slow
 def test_bad_calibration_is_one_clear_error():
     with pytest.raises(DeployError, match="--calib-method 'kl'"):
         Calibration([{"input": np.zeros((1, 3, 8, 8), np.float32)}], "kl")
@@ -139,6 +144,7 @@ def test_bad_calibration_is_one_clear_error():
         run_passes(clean_up(export_onnx(small_hvt(), (3, 32, 32), 20)), ["int8-qdq"])
 
 
+@pytest.mark.slow
 def test_onnxruntime_int8_export_is_gated_on_the_digits(tmp_path):
     result = export(ExportRequest("hvt_digits", "onnxruntime", "int8", out=tmp_path, batch=(1,)))
     parity = result.manifest.parity
@@ -149,6 +155,7 @@ def test_onnxruntime_int8_export_is_gated_on_the_digits(tmp_path):
     assert result.manifest.calibration["source"] == "digits (training split)"
 
 
+@pytest.mark.slow
 def test_random_init_int8_is_recorded_not_gated(tmp_path, capsys):
     from deploy.cli import main
 
@@ -157,6 +164,7 @@ def test_random_init_int8_is_recorded_not_gated(tmp_path, capsys):
     assert "note: int8 on seeded inputs is recorded, not gated" in out
 
 
+@pytest.mark.slow
 def test_a_real_data_failure_points_at_the_debugger(tmp_path, monkeypatch):
     from deploy.export.goal import AccuracyGoal
 
@@ -192,6 +200,7 @@ def _ort_graph(model: onnx.ModelProto, tmp_path) -> onnx.ModelProto:
     return onnx.load(str(tmp_path / "optimized.onnx"))
 
 
+@pytest.mark.slow
 def test_cpu_recipe_runs_every_quantized_conv_as_an_int8_kernel(cpu_graphs, tmp_path):
     """Depthwise convolutions included: u8 activations and quantized outputs and biases let ORT fuse QLinearConv."""
     _, quantized = cpu_graphs
@@ -206,6 +215,7 @@ def test_cpu_recipe_runs_every_quantized_conv_as_an_int8_kernel(cpu_graphs, tmp_
     assert optimized["QLinearConv"] >= len(depthwise) and optimized["Conv"] == 0, optimized
 
 
+@pytest.mark.slow
 def test_cpu_recipe_quantizes_a_tensor_once_and_keeps_no_round_trip_to_float_layers(cpu_graphs):
     _, quantized = cpu_graphs
     nodes = quantized.graph.node
@@ -226,6 +236,7 @@ def test_cpu_recipe_quantizes_a_tensor_once_and_keeps_no_round_trip_to_float_lay
             assert any(u.op_type in (*MOVES, "MatMul", "Conv", "QuantizeLinear") for u in readers), readers
 
 
+@pytest.mark.slow
 def test_cpu_recipe_leaves_no_unread_initializer(cpu_graphs):
     """The dropped round trips' scales and zero points go too: ONNX Runtime warns once per unread one at load."""
     _, quantized = cpu_graphs

@@ -137,6 +137,7 @@ def test_placement_keeps_int8_only_where_it_is_threshold_faster():
 # ---------------------------------------------------------------- the digits references, end to end
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", REFERENCES)
 def test_onnxruntime_auto_publishes_a_measured_candidate_on_each_digits_reference(tmp_path, name):
     result = _auto(name, out=tmp_path, auto_budget=3)
@@ -167,6 +168,7 @@ def _timed_as(monkeypatch, latencies: dict[str, float]) -> None:
     monkeypatch.setattr(search_module, "interleaved_rounds", rounds)
 
 
+@pytest.mark.slow
 def test_auto_does_not_choose_int8_slower_than_fp32(tmp_path, monkeypatch, capsys):
     _timed_as(monkeypatch, {"fp32": 0.29, "fp16": 0.50, "int8": 0.47})
     assert main(["export", "hvt_digits", "--precision", "auto", "--auto-budget", "3", "--batch", "1",
@@ -178,6 +180,7 @@ def test_auto_does_not_choose_int8_slower_than_fp32(tmp_path, monkeypatch, capsy
     assert "int8 minmax" in out and "Pareto front" in out
 
 
+@pytest.mark.slow
 def test_auto_chooses_int8_only_beyond_the_tie_margin(tmp_path, monkeypatch):
     from deploy.export.onnx_cache import OnnxCache
 
@@ -214,19 +217,24 @@ def _sensitive_deit():
     return loaded
 
 
+@pytest.mark.slow
 def test_only_mixed_precision_passes_and_auto_names_the_sensitive_layer(tmp_path):
     record = _auto(_sensitive_deit(), out=tmp_path, auto_budget=8).manifest.precision_auto
     by_label = {c.label: c for c in record.candidates}
     full = [c for c in record.candidates if c.precision == "int8" and not c.float_layers]
     assert full and all(c.status == "failed" for c in full), [(c.label, c.reason) for c in full]
     assert record.ranking[0].module == SENSITIVE
-    mixed = by_label["int8 minmax, 1 layer float"]  # the noisiest layer alone back in float is enough
+    # Mixed precision starts from the full int8 candidate that came closest (agreement + top-1): which calibration
+    # that is varies with the quantizer's rounding (percentile edged out minmax by one image of 450 here).
+    closest = max(full, key=lambda c: c.accuracy.agreement + c.accuracy.top1)
+    mixed = by_label[f"{closest.label}, 1 layer float"]  # the noisiest layer alone back in float is enough
     assert mixed.float_layers == [SENSITIVE] and mixed.status in ("chosen", "passed"), mixed
     assert mixed.accuracy.agreement >= 0.99 and all(c.accuracy.agreement < 0.99 for c in full)
     if record.precision == "int8":
         assert SENSITIVE in record.chosen().float_layers
 
 
+@pytest.mark.slow
 def test_without_labelled_images_auto_falls_back_to_seeded_parity_and_says_so(tmp_path, capsys):
     from deploy.cli.commands import format_auto
 
@@ -240,6 +248,7 @@ def test_without_labelled_images_auto_falls_back_to_seeded_parity_and_says_so(tm
     assert "accuracy was NOT measured" in format_auto(record)
 
 
+@pytest.mark.slow
 @pytest.mark.nncf
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="the openvino extra is not installed")
 def test_openvino_auto_publishes_a_candidate(tmp_path):
@@ -249,6 +258,7 @@ def test_openvino_auto_publishes_a_candidate(tmp_path):
     assert record.chosen().precision in ("fp32", "fp16", "bf16", "int8")
 
 
+@pytest.mark.slow
 @pytest.mark.nncf
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="the openvino extra is not installed")
 def test_openvino_int8_leaves_the_ignored_layers_in_float(tmp_path):
@@ -276,6 +286,7 @@ def test_openvino_int8_leaves_the_ignored_layers_in_float(tmp_path):
     assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
 
 
+@pytest.mark.slow
 @pytest.mark.executorch
 @pytest.mark.skipif(importlib.util.find_spec("executorch") is None, reason="the executorch extra is not installed")
 def test_executorch_int8_leaves_the_excluded_modules_in_float():
@@ -300,6 +311,7 @@ def test_executorch_int8_leaves_the_excluded_modules_in_float():
     assert weight_is_dequantized("blocks.1.attn.qkv") and weight_is_dequantized("blocks.0.attn.proj")
 
 
+@pytest.mark.slow
 @pytest.mark.executorch
 @pytest.mark.skipif(importlib.util.find_spec("executorch") is None, reason="the executorch extra is not installed")
 def test_executorch_auto_publishes_within_its_budget(tmp_path):
@@ -312,6 +324,7 @@ def test_executorch_auto_publishes_within_its_budget(tmp_path):
 # ---------------------------------------------------------------- bench, report, TensorRT, bad input
 
 
+@pytest.mark.slow
 def test_bench_times_auto_beside_fixed_precisions_and_the_report_draws_it(tmp_path, capsys):
     results = tmp_path / "r.json"
     assert main(["bench", "hvt_digits", "--target", "onnxruntime", "--precision", "fp32,auto", "--auto-budget", "2",

@@ -68,6 +68,7 @@ def exported(request):
     return request.param, model, clean, shape
 
 
+@pytest.mark.slow
 def test_every_pass_keeps_every_nodes_module_scope(exported):
     family, _, clean, shape = exported
     lists = _pass_lists()
@@ -79,6 +80,7 @@ def test_every_pass_keeps_every_nodes_module_scope(exported):
         assert not bare, f"{family}, passes {names}: nodes without a module scope: {dict(bare)}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["onnxruntime", "openvino"])
 def test_every_onnx_node_of_the_zoo_lands_in_a_module_group(exported, target):
     family, _, clean, _ = exported
@@ -99,6 +101,7 @@ def test_every_onnx_node_of_the_zoo_lands_in_a_module_group(exported, target):
             assert group.unit.split(".")[-2] == "blocks"
 
 
+@pytest.mark.slow
 def test_macs_per_group_add_up_to_the_models_macs(exported):
     family, model, _, shape = exported
     by_module = macs_by_module(model, shape)
@@ -203,6 +206,7 @@ def _profiling_state(runner) -> bool:
     return str(runner.compiled.get_property("PERF_COUNT")).upper() in ("YES", "TRUE")  # OpenVINO says "NO"
 
 
+@pytest.mark.slow
 def test_profiling_is_absent_from_the_timed_runs(profiled_bench):
     _, _, events = profiled_bench
     assert [kind for kind, _ in events] == ["timed", "timed-end"] * 2 + ["profile", "after-profile"] \
@@ -210,6 +214,7 @@ def test_profiling_is_absent_from_the_timed_runs(profiled_bench):
     assert not any(state for _, state in events), "the timed session never has profiling on"
 
 
+@pytest.mark.slow
 def test_a_profiled_cell_covers_its_graph(profiled_bench):
     out, document, _ = profiled_bench
     rows = {(r.target, r.batch): r for r in document.results}
@@ -233,6 +238,7 @@ def test_a_profiled_cell_covers_its_graph(profiled_bench):
         assert fused.macs > 0, "the fused op carries the MACs of the parts it absorbed"
 
 
+@pytest.mark.slow
 def test_profiles_are_reported_compared_and_printed(profiled_bench, tmp_path, capsys):
     out, document, _ = profiled_bench
     results = out / "results.json"

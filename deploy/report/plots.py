@@ -96,7 +96,7 @@ def macs_figure(points: list[Point], batch: int, baseline: str, metric: str = "p
     ax.set_title(f"Latency against MACs (batch {batch}); dashed: latency ∝ MACs through {baseline}")
     ax.grid(which="both", alpha=0.3)
     _legend_outside(ax)
-    _label(ax, [(p.model, p.macs / 1e9, p.latency) for p in _slowest_per_model(chosen)],
+    place_labels(ax, [(p.model, p.macs / 1e9, p.latency) for p in _slowest_per_model(chosen)],
            [(p.macs / 1e9, p.latency) for p in chosen])
     return fig
 
@@ -123,7 +123,7 @@ def accuracy_figure(points: list[Point], batch: int, metric: str = "p50"):
     ax.set_title(f"Accuracy against latency (batch {batch}){hollow}")
     ax.grid(which="both", alpha=0.3)
     _legend_outside(ax)
-    _label(ax, [(p.model, p.latency, p.top1) for p in _slowest_per_model(chosen) if p.top1 is not None],
+    place_labels(ax, [(p.model, p.latency, p.top1) for p in _slowest_per_model(chosen) if p.top1 is not None],
            [(p.latency, p.top1) for p in chosen if p.top1 is not None])
     return fig
 
@@ -138,7 +138,7 @@ _OFFSETS = ((5, 3), (5, -10), (-5, 3), (-5, -10), (5, 12), (-5, 12), (5, -19), (
 _MARKER_PX = 5.0  # half the side of the square each plotted point keeps free of names
 
 
-def _label(ax, items: list[tuple[str, float, float]], points: list[tuple[float, float]]) -> None:
+def place_labels(ax, items: list[tuple[str, float, float]], points: list[tuple[float, float]]) -> None:
     """Each name beside its point at the first offset where its box overlaps no name placed before, no point and
     no legend, and stays inside the axes (every offset taken: the first one; a denser plot than the zoo's).
 

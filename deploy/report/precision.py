@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..export.precision_auto.record import PrecisionAutoRecord, quality
-from .plots import _pyplot, _save
+from .plots import _pyplot, _save, place_labels
 
 
 @dataclass(frozen=True)
@@ -53,28 +53,28 @@ def plot_auto(cells: list[AutoCell], folder: Path) -> list[str]:
         columns = min(len(mine), 2)
         rows = -(-len(mine) // columns)
         fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 4.8 * rows), squeeze=False)
-        for ax, cell in zip(axes.flat, mine, strict=False):
-            _panel(ax, cell)
+        names_per_panel = [(ax, _panel(ax, cell)) for ax, cell in zip(axes.flat, mine, strict=False)]
         for ax in list(axes.flat)[len(mine):]:
             ax.axis("off")
         fig.suptitle(f"precision auto on {runtime}: accuracy against latency")
+        # Candidates cluster (three int8 calibrations within a few percent): names go where they collide with none.
+        for ax, items in names_per_panel:
+            place_labels(ax, items, [(x, y) for _, x, y in items])
         name = f"precision_auto_{index}.png"
-        _save(fig, folder / name)
+        _save(fig, folder / name, layout=False)
         names.append(name)
     return names
 
 
-def _panel(ax, cell: AutoCell) -> None:  # noqa: ANN001 - a matplotlib Axes
+def _panel(ax, cell: AutoCell) -> list[tuple[str, float, float]]:  # noqa: ANN001 - a matplotlib Axes
+    """Draws the panel; returns each candidate's name and point, to be placed once the figure is laid out."""
     record, scale = cell.record, _scale(cell.record)
     timed = [(c, c.latency_ms.score, scale * value) for c in record.candidates
              if c.latency_ms is not None and (value := quality(c, record.by_drop)) is not None]
-    for i, (candidate, ms, value) in enumerate(sorted(timed, key=lambda item: item[1])):
+    for candidate, ms, value in timed:
         met = candidate.status in ("chosen", "passed")
         ax.scatter([ms], [value], s=40, marker="o", facecolors="tab:blue" if met else "none",
                    edgecolors="tab:blue" if met else "tab:red", zorder=3)
-        # Neighbours in latency alternate above and below their point, so that near-equal ones stay legible.
-        ax.annotate(candidate.label, (ms, value), fontsize=7, xytext=(4, 5 if i % 2 == 0 else -11),
-                    textcoords="offset points")
     front = sorted((ms, value) for candidate, ms, value in timed if candidate.pareto)
     if len(front) > 1:
         ax.step([ms for ms, _ in front], [value for _, value in front], where="post", color="tab:gray", lw=1,
@@ -90,12 +90,14 @@ def _panel(ax, cell: AutoCell) -> None:  # noqa: ANN001 - a matplotlib Axes
     if values:
         low, high = min(values), max(values)
         pad = max(0.05 * (high - low), 0.002 * scale)
-        ax.set_ylim(low - pad, min(high + pad, 1.005 * scale) if record.accuracy_measured else high + pad)
+        # Neither agreement nor cosine exceeds 1 (100 %): the axis stops just above it.
+        ax.set_ylim(low - pad, min(high + pad, scale + pad / 4))
     ax.set_xlabel("latency (ms, best round's median)")
     ax.set_ylabel(_axis(record))
     ax.set_title(f"{cell.model}: {record.goal}", fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="x-small", loc="lower right")
+    return [(candidate.label, ms, value) for candidate, ms, value in timed]
 
 
 def _goal_line(record: PrecisionAutoRecord, timed: list) -> float | None:
