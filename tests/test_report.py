@@ -184,6 +184,44 @@ def test_model_names_on_the_scatter_plots_do_not_collide(measured):
         assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1 for b in boxes)
 
 
+@pytest.mark.parametrize("measured", [True, False])
+def test_precision_auto_candidate_names_do_not_collide(measured):
+    """hvt_digits' candidates as a bench run timed them: the three int8 calibrations within 0.01 ms and at the same
+    agreement were named on top of one another; the axis ran above what agreement or cosine can reach."""
+    from deploy.export.precision_auto.record import (
+        CandidateAccuracy,
+        CandidateSeeded,
+        PrecisionAutoRecord,
+        PrecisionCandidate,
+    )
+    from deploy.report.precision import AutoCell, auto_figure
+    from deploy.timing import CandidateLatency
+
+    def candidate(label: str, precision: str, ms: float, agreement: float) -> PrecisionCandidate:
+        latency = CandidateLatency(ms, ms, ms, ms, ms, 0.0, ms, ms, ms, [ms])
+        accuracy = CandidateAccuracy("digits", 450, 0.9978, 0.9978, agreement) if measured else None
+        return PrecisionCandidate(label, precision, precision, "passed", "meets the goal", accuracy=accuracy,
+                                  seeded=CandidateSeeded(1e-3, agreement), latency_ms=latency)
+
+    candidates = [candidate("fp32", "fp32", 0.193, 1.0), candidate("fp16", "fp16", 0.406, 1.0),
+                  candidate("int8 minmax", "int8", 0.538, 1.0), candidate("int8 entropy", "int8", 0.547, 1.0),
+                  candidate("int8 percentile", "int8", 0.544, 0.9978)]
+    record = PrecisionAutoRecord("agreement >= 99%", measured, "fp32", "fp32", "fastest", "best round", 12, 5, 9.0,
+                                 {}, candidates, min_agreement=0.99 if measured else None)
+    fig = auto_figure([AutoCell("onnxruntime", "hvt_digits", record), AutoCell("onnxruntime", "deit_digits", record)],
+                      "onnxruntime")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes[:2]:
+        names = {text.get_text(): text.get_window_extent(renderer) for text in ax.texts}
+        assert set(names) == {c.label for c in candidates}, "every candidate named once"
+        assert _overlaps(list(names.values())) == [], names
+        frame = ax.get_window_extent(renderer)
+        assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1
+                   for b in names.values())
+        assert ax.get_ylim()[1] <= (100.1 if measured else 1.001), ax.get_ylim()
+
+
 def test_the_accuracy_legend_names_the_dataset_of_each_top1(tmp_path):
     """The digits references' published top-1 is on their held-out digits, not ImageNet; a zoo model's is ImageNet."""
     from deploy.report.html import load_points

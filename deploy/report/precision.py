@@ -46,24 +46,27 @@ def _scale(record: PrecisionAutoRecord) -> float:
 
 def plot_auto(cells: list[AutoCell], folder: Path) -> list[str]:
     """One PNG per runtime; their file names."""
-    plt = _pyplot()
     names = []
     for index, runtime in enumerate(dict.fromkeys(cell.runtime for cell in cells)):
-        mine = [cell for cell in cells if cell.runtime == runtime]
-        columns = min(len(mine), 2)
-        rows = -(-len(mine) // columns)
-        fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 4.8 * rows), squeeze=False)
-        names_per_panel = [(ax, _panel(ax, cell)) for ax, cell in zip(axes.flat, mine, strict=False)]
-        for ax in list(axes.flat)[len(mine):]:
-            ax.axis("off")
-        fig.suptitle(f"precision auto on {runtime}: accuracy against latency")
-        # Candidates cluster (three int8 calibrations within a few percent): names go where they collide with none.
-        for ax, items in names_per_panel:
-            place_labels(ax, items, [(x, y) for _, x, y in items])
         name = f"precision_auto_{index}.png"
-        _save(fig, folder / name, layout=False)
+        _save(auto_figure([cell for cell in cells if cell.runtime == runtime], runtime), folder / name, layout=False)
         names.append(name)
     return names
+
+
+def auto_figure(cells: list[AutoCell], runtime: str):  # noqa: ANN201 - a matplotlib Figure
+    """One runtime's figure, a panel per model, laid out, with every candidate's name placed."""
+    columns = min(len(cells), 2)
+    rows = -(-len(cells) // columns)
+    fig, axes = _pyplot().subplots(rows, columns, figsize=(6.5 * columns, 4.8 * rows), squeeze=False)
+    names_per_panel = [(ax, _panel(ax, cell)) for ax, cell in zip(axes.flat, cells, strict=False)]
+    for ax in list(axes.flat)[len(cells):]:
+        ax.axis("off")
+    fig.suptitle(f"precision auto on {runtime}: accuracy against latency")
+    # Candidates cluster (three int8 calibrations within a few percent): names go where they collide with none.
+    for ax, items in names_per_panel:
+        place_labels(ax, items, [(x, y) for _, x, y in items])
+    return fig
 
 
 def _panel(ax, cell: AutoCell) -> list[tuple[str, float, float]]:  # noqa: ANN001 - a matplotlib Axes
