@@ -12,6 +12,12 @@ settings.register_profile("gate", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "gate"))
 
+# Under pytest-xdist each worker shares the machine's cores with the others: torch's own thread pool (the PyTorch
+# references, and the default `--threads` that bench detects from it) takes one core per worker instead of all of
+# them, so two workers on two cores do not run four spinning threads.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed():
