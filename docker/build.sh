@@ -476,6 +476,22 @@ in_image() {  # in_image IMAGE ARTIFACTS-DIR|"" ENTRYPOINT-ARGS...: run the imag
     fi
 }
 
+check_host_folder() {  # check_host_folder DIR UID: what the pipeline wrote reached the host, owned by the image's user
+    local folder="$1" uid="$2" written foreign="" owners=""
+    written="$(find "$folder" -mindepth 1 | wc -l)"
+    # Owners only as root: a rootless engine maps the image's uid to one of the caller's subordinate uids.
+    if [[ "$(id -u)" == 0 ]]; then
+        foreign="$(find "$folder" ! -uid "$uid" | head -n 3)"
+        owners=", all owned by uid $uid"
+    fi
+    if [[ "$written" == 0 || -n "$foreign" ]]; then
+        echo "pipeline failed: the host folder $folder holds $written path(s)${foreign:+, some not owned by uid $uid: $foreign}" >&2
+        exit 1
+    fi
+    # Counted as smoke.py counts inside: the folder itself and every path under it.
+    echo "ok: on the host, $((written + 1)) paths under $folder$owners"
+}
+
 done_with_image() {
     if [[ -n "$container" ]]; then
         "${engine_cmd[@]}" rm "$container" >/dev/null
@@ -517,17 +533,7 @@ if ((smoke)); then
                 if [[ "$(id -u)" == 0 ]]; then chown "${user%%:*}" "$artifacts"; else chmod 0777 "$artifacts"; fi
                 echo "==> pipeline in $image: export and bench hvt_digits, written to /artifacts"
                 in_image "$image" "$artifacts" --python -c "$smoke_py" pipeline "$runtime"
-                # smoke.py checked /artifacts from inside; the host folder must hold the same, owned by the user.
-                # Owners only as root: a rootless engine maps the image's uid to one of the caller's subordinate uids.
-                written="$(find "$artifacts" -mindepth 1 | wc -l)"
-                foreign=""
-                if [[ "$(id -u)" == 0 ]]; then foreign="$(find "$artifacts" ! -uid "${user%%:*}" | head -n 3)"; fi
-                if [[ "$written" == 0 || -n "$foreign" ]]; then
-                    echo "pipeline failed: the host folder $artifacts holds $written path(s)${foreign:+, some not owned by uid ${user%%:*}: $foreign}" >&2
-                    exit 1
-                fi
-                # Counted as smoke.py counts inside: the folder itself and every path under it.
-                echo "ok: on the host, $((written + 1)) paths under $artifacts$([[ "$(id -u)" != 0 ]] || echo ", all owned by uid ${user%%:*}")"
+                check_host_folder "$artifacts" "${user%%:*}"
             fi
         fi
         done_with_image
