@@ -23,6 +23,20 @@ def test_list_shows_the_zoo():
     assert "hvt_s_1" in result.stdout and "deit_s" in result.stdout and "78.00" in result.stdout
 
 
+def test_main_in_process_puts_the_deploy_logger_back(capsys, caplog):
+    """`main` prints notes as `note:` lines while it runs, and leaves the `deploy` logger as it found it: CI failed
+    when an earlier in-process command had left `propagate` off and a later test's caplog saw no note."""
+    import logging
+
+    logger = logging.getLogger("deploy")
+    before = (list(logger.handlers), logger.level, logger.propagate)
+    assert main(["passes"]) == 0
+    assert (list(logger.handlers), logger.level, logger.propagate) == before
+    with caplog.at_level(logging.WARNING, logger="deploy"):
+        logging.getLogger("deploy.data").warning("after main")
+    assert "after main" in caplog.text
+
+
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_closed_pipe_is_not_an_error():

@@ -7,9 +7,12 @@ shows tracebacks. `parser` holds the arguments, `commands` and `bench_commands` 
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 
 from .bench_commands import cmd_bench, cmd_compare, cmd_report
 from .cluster_commands import cmd_worker
@@ -43,21 +46,39 @@ class _Stderr(logging.StreamHandler):
         super().emit(record)
 
 
-def _notes_to_stderr() -> None:
-    """The stages' `deploy` logger (notes such as a sweep of killed runs' leftovers) as `note:` lines."""
+@contextlib.contextmanager
+def _notes_to_stderr() -> Iterator[None]:
+    """The stages' `deploy` logger (notes such as a sweep of killed runs' leftovers) as `note:` lines while one
+    command runs. The logger is put back as it was on the way out: `main` called in-process (a test, a notebook)
+    would otherwise leave `propagate` off for good, and the caller's own handlers (pytest's caplog) would see
+    nothing of later notes."""
     logger = logging.getLogger("deploy")
-    if not logger.handlers:
-        handler = _Stderr()
-        handler.setFormatter(logging.Formatter("note: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False  # a library's basicConfig (onnxruntime's quantizer) would print each note twice
+    if logger.handlers:  # the caller configured it
+        yield
+        return
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter("note: %(message)s"))
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # a library's basicConfig (onnxruntime's quantizer) would print each note twice
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    debug = args.debug = args.debug or os.environ.get("DEPLOY_DEBUG") == "1"
-    _notes_to_stderr()
+    args.debug = args.debug or os.environ.get("DEPLOY_DEBUG") == "1"
+    with _notes_to_stderr():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    debug = args.debug
     if not debug:  # the runtimes' import-time warnings; --debug shows them
         from runtimes.import_noise import silence
 
