@@ -31,3 +31,20 @@ def tiny_hvt():
 
     return HVT(img_size=64, patch_size=8, embed_dim=32, depth=6, num_heads=2, pool_block_width=2,
                num_classes=10).eval()
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory):
+    """`graphs(model)`: one ONNX cache per model for a test module, so that its exports of one model share the clean
+    export as a bench run's cells do (the export is about half of a digits cell's time here); each export still
+    rewrites, builds, calibrates and gates its own engine."""
+    from deploy.export.onnx_cache import OnnxCache
+
+    caches: dict[str, OnnxCache] = {}
+
+    def cache(model: str) -> OnnxCache:
+        if model not in caches:
+            caches[model] = OnnxCache(tmp_path_factory.mktemp(f"graphs-{model}"))
+        return caches[model]
+
+    return cache

@@ -57,10 +57,22 @@ def test_list_json():
     assert by_name["hvt_s_1"]["published_top1"] == 78.0
 
 
-@pytest.mark.slow
-@pytest.mark.subprocess
+def run_in_process(capsys, *args: str) -> tuple[int, str]:
+    """`main` in this process (a subprocess costs 3-5 s of imports per case): exit status and stderr."""
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse's own refusals
+        code = exc.code if isinstance(exc.code, int) else 1
+    return code, capsys.readouterr().err
+
+
+def assert_one_error_line(stderr: str, message: str) -> None:
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], stderr
+
+
 @pytest.mark.parametrize(("args", "message"), [
-    (["export", "hvt_q"], "unknown model 'hvt_q'; did you mean"),
     (["export", "hvt_s", "--target", "tensorrtt"], "unknown target 'tensorrtt'; did you mean tensorrt"),
     (["export", "hvt_s", "--weights", "/no/such.pth"], "weights file /no/such.pth does not exist"),
     (["export", "hvt_s", "--target", "torch", "--int8"], "torch cannot build int8"),
@@ -68,32 +80,35 @@ def test_list_json():
     (["inspect", "/no/such.onnx"], "not a readable ONNX model"),
     (["export", "hvt_s", "--passes", "nope"], "unknown pass 'nope'"),
 ])
-def test_bad_input_is_one_line(args, message):
-    result = run_cli(*args)
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+def test_bad_input_is_one_line(capsys, args, message):
+    code, stderr = run_in_process(capsys, *args)
+    assert code == 2
+    assert_one_error_line(stderr, message)
 
 
 @pytest.mark.slow
 @pytest.mark.subprocess
-def test_mismatched_checkpoint_names_the_keys(tmp_path):
+def test_bad_input_is_one_line_and_status_2_from_the_shell():
+    """The same refusal through `python -m deploy`: the process's status and stderr, nothing else."""
+    result = run_cli("export", "hvt_q")
+    assert result.returncode == 2
+    assert_one_error_line(result.stderr, "unknown model 'hvt_q'; did you mean")
+
+
+def test_mismatched_checkpoint_names_the_keys(tmp_path, capsys):
     path = tmp_path / "deit.pth"
     torch.save({"model": {"cls_token": torch.zeros(1, 1, 384)}}, path)
-    result = run_cli("export", "hvt_s_1", "--weights", str(path), "--out", str(tmp_path))
-    assert result.returncode == 2
-    assert "unexpected keys: cls_token" in result.stderr
-    assert "missing keys: pos_embed, patch_embed.proj.weight" in result.stderr
+    code, stderr = run_in_process(capsys, "export", "hvt_s_1", "--weights", str(path), "--out", str(tmp_path))
+    assert code == 2
+    assert "unexpected keys: cls_token" in stderr
+    assert "missing keys: pos_embed, patch_embed.proj.weight" in stderr
     assert not (tmp_path / "hvt_s_1").exists()
 
 
-@pytest.mark.slow
-@pytest.mark.subprocess
-def test_unwritable_out(tmp_path):
+def test_unwritable_out(tmp_path, capsys):
     (tmp_path / "f").write_text("x")
-    result = run_cli("export", "hvt_ti", "--out", str(tmp_path / "f" / "g"))
-    assert result.returncode == 2 and "cannot write to output folder" in result.stderr
+    code, stderr = run_in_process(capsys, "export", "hvt_ti", "--out", str(tmp_path / "f" / "g"))
+    assert code == 2 and "cannot write to output folder" in stderr
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,10 @@ CELLS = [("onnxruntime", "int8"), ("onnxruntime", "fp16"), pytest.param("openvin
 @pytest.mark.slow
 @pytest.mark.parametrize(("target", "precision"), CELLS)
 @pytest.mark.parametrize("name", REFERENCES)
-def test_low_precision_engine_agrees_with_pytorch_on_the_held_out_digits(tmp_path, name, target, precision):
+def test_low_precision_engine_agrees_with_pytorch_on_the_held_out_digits(tmp_path, graphs, name, target, precision):
     if target == "openvino" and importlib.util.find_spec("openvino") is None:
         pytest.skip("the openvino extra is not installed: pip install -e .[openvino]")
-    result = export(ExportRequest(name, target, precision, out=tmp_path, batch=(1,)))
+    result = export(ExportRequest(name, target, precision, out=tmp_path, batch=(1,)), onnx_cache=graphs(name))
     real = result.manifest.parity.real_data
     assert result.manifest.parity.passed and result.manifest.status == "ok"
     assert real is not None and real.dataset == "digits" and real.images == 450

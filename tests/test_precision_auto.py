@@ -36,8 +36,8 @@ REFERENCES = ["hvt_digits", "deit_digits", "cvt_digits", "resnas_digits"]
 SENSITIVE = "blocks.1.attn.qkv"
 
 
-def _auto(model, target="onnxruntime", out=None, **kwargs):
-    return export(ExportRequest(model, target, "auto", out=out, batch=(1,), autotune=TINY, **kwargs))
+def _auto(model, target="onnxruntime", out=None, cache=None, **kwargs):
+    return export(ExportRequest(model, target, "auto", out=out, batch=(1,), autotune=TINY, **kwargs), onnx_cache=cache)
 
 
 def _one_error_line(capsys) -> str:
@@ -139,8 +139,8 @@ def test_placement_keeps_int8_only_where_it_is_threshold_faster():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", REFERENCES)
-def test_onnxruntime_auto_publishes_a_measured_candidate_on_each_digits_reference(tmp_path, name):
-    result = _auto(name, out=tmp_path, auto_budget=3)
+def test_onnxruntime_auto_publishes_a_measured_candidate_on_each_digits_reference(tmp_path, graphs, name):
+    result = _auto(name, out=tmp_path, cache=graphs(name), auto_budget=3)
     manifest, record = result.manifest, result.manifest.precision_auto
     assert result.artifact_dir.name == "onnxruntime-auto" and manifest.status == "ok"
     assert record.accuracy_measured and record.dataset == "digits" and record.images == 450
@@ -181,15 +181,9 @@ def test_auto_does_not_choose_int8_slower_than_fp32(tmp_path, monkeypatch, capsy
 
 
 @pytest.mark.slow
-def test_auto_chooses_int8_only_beyond_the_tie_margin(tmp_path, monkeypatch):
-    from deploy.export.onnx_cache import OnnxCache
-
-    (tmp_path / "graphs").mkdir()
-    cache = OnnxCache(tmp_path / "graphs")  # both exports share one clean export and its int8 graphs
-
-    def auto(out):
-        return export(ExportRequest("hvt_digits", "onnxruntime", "auto", out=out, batch=(1,), autotune=TINY,
-                                    auto_budget=3), onnx_cache=cache).manifest.precision_auto
+def test_auto_chooses_int8_only_beyond_the_tie_margin(tmp_path, graphs, monkeypatch):
+    def auto(out):  # both exports share one clean export and its int8 graphs
+        return _auto("hvt_digits", out=out, cache=graphs("hvt_digits"), auto_budget=3).manifest.precision_auto
 
     _timed_as(monkeypatch, {"fp32": 1.0, "fp16": 2.0, "int8": 0.995})  # 0.5% faster: noise, fp32 is simpler
     record = auto(tmp_path / "a")
@@ -251,8 +245,9 @@ def test_without_labelled_images_auto_falls_back_to_seeded_parity_and_says_so(tm
 @pytest.mark.slow
 @pytest.mark.nncf
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="the openvino extra is not installed")
-def test_openvino_auto_publishes_a_candidate(tmp_path):
-    record = _auto("hvt_digits", "openvino", out=tmp_path, auto_budget=4).manifest.precision_auto
+def test_openvino_auto_publishes_a_candidate(tmp_path, graphs):
+    result = _auto("hvt_digits", "openvino", out=tmp_path, cache=graphs("hvt_digits"), auto_budget=4)
+    record = result.manifest.precision_auto
     assert [c.label for c in record.candidates][:4] == ["fp32", "fp16", "bf16", "int8 nncf"]
     assert all(c.accuracy is not None and c.latency_ms is not None for c in record.candidates[:4])
     assert record.chosen().precision in ("fp32", "fp16", "bf16", "int8")

@@ -99,7 +99,8 @@ def _panel(ax, cell: AutoCell) -> list[tuple[str, float, float]]:  # noqa: ANN00
     ax.set_ylabel(_axis(record))
     ax.set_title(f"{cell.model}: {record.goal}", fontsize=8)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="x-small", loc="lower right")
+    if ax.get_legend_handles_labels()[1]:  # a panel with no front, star or goal has nothing to explain
+        ax.legend(fontsize="x-small", loc="lower right")
     return [(candidate.label, ms, value) for candidate, ms, value in timed]
 
 
