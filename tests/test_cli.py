@@ -132,8 +132,16 @@ def test_doctor_reports_each_runtime(doctor_json):
 def test_export_command(tmp_path, capsys):
     assert main(["export", "hvt_ti", "--out", str(tmp_path), "--batch", "1", "--batch", "2"]) == 0
     out = capsys.readouterr().out
-    assert "pool1d-to-2d: 1 change(s)" in out and "PASS" in out
+    assert "pool1d-to-2d: 1 change(s)" in out and "PASS  max|err|" in out, "fp32 is judged on the seeded figures"
     assert (tmp_path / "hvt_ti_1" / "onnxruntime-fp32" / "manifest.json").is_file()
+
+
+@pytest.mark.slow
+def test_an_int8_export_says_its_gate_is_the_labelled_images(tmp_path, capsys):
+    """The seeded figures of int8 are recorded, not the gate: the PASS on their line says what it was judged on."""
+    assert main(["export", "hvt_digits", "--int8", "--batch", "1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "(int8, batches 1): PASS (gate: 450 digits images)  max|err|" in out, out
 
 
 @pytest.mark.slow

@@ -165,6 +165,17 @@ def test_log_axis_tick_labels_never_run_together(decades):
     assert all("e" not in text for text in labels), f"plain numbers: {labels}"
 
 
+@pytest.mark.parametrize(("baseline", "line"), [("deit_digits", True), ("deit_s", False)])
+def test_the_macs_plot_names_its_dashed_line_only_when_it_draws_one(baseline, line):
+    from deploy.report.plots import macs_figure
+
+    ax = macs_figure(_digits_points(True), 1, baseline).axes[0]
+    dashed = [artist for artist in ax.lines if artist.get_linestyle() == "--"]
+    assert bool(dashed) == line
+    assert ("dashed: latency ∝ MACs through deit_digits" in ax.get_title()) == line
+    assert ("no deit_s cell, so no latency ∝ MACs line" in ax.get_title()) == (not line)
+
+
 @pytest.mark.parametrize("measured", [True, False])
 def test_model_names_on_the_scatter_plots_do_not_collide(measured):
     from deploy.report.plots import accuracy_figure, macs_figure

@@ -83,6 +83,7 @@ def macs_figure(points: list[Point], batch: int, baseline: str, metric: str = "p
     colours = _colours(runtimes)
     fig, ax = plt.subplots(figsize=(9.5, 5))
     span = [min(p.macs for p in chosen) / 1e9 * 0.8, max(p.macs for p in chosen) / 1e9 * 1.25]
+    proportional = False
     for runtime in runtimes:
         series = sorted((p for p in chosen if p.runtime == runtime), key=lambda p: p.macs)
         ax.plot([p.macs / 1e9 for p in series], [p.latency for p in series], "o", color=colours[runtime], label=runtime)
@@ -90,10 +91,13 @@ def macs_figure(points: list[Point], batch: int, baseline: str, metric: str = "p
         if base:
             slope = base.latency / (base.macs / 1e9)
             ax.plot(span, [slope * x for x in span], "--", color=colours[runtime], alpha=0.6, linewidth=1)
+            proportional = True
     _plain_log_axes(ax, x=True, y=True)
     ax.set_xlabel("GMACs (this implementation, batch 1)")
     ax.set_ylabel(f"latency {metric} (ms)")
-    ax.set_title(f"Latency against MACs (batch {batch}); dashed: latency ∝ MACs through {baseline}")
+    # The title names the dashed line only when one is drawn: a run without the baseline model has none.
+    ax.set_title(f"Latency against MACs (batch {batch}); " + (f"dashed: latency ∝ MACs through {baseline}"
+                 if proportional else f"no {baseline} cell, so no latency ∝ MACs line"))
     ax.grid(which="both", alpha=0.3)
     _legend_outside(ax)
     place_labels(ax, [(p.model, p.macs / 1e9, p.latency) for p in _slowest_per_model(chosen)],
