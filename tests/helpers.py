@@ -1,4 +1,4 @@
-"""Model builders the test files share (imported as `helpers`: pytest puts tests/ on sys.path)."""
+"""Model builders and checks the test files share (imported as `helpers`: pytest puts tests/ on sys.path)."""
 
 from __future__ import annotations
 
@@ -71,3 +71,13 @@ def stage_heads(name: str) -> dict:
             after_boundary = layer[0] != 1
         return {"network_def": tuple(kept)}
     raise AssertionError(f"no stage cut for family {info.family}")
+
+
+def error_line(stderr: str, notes_allowed: bool = True) -> str:
+    """The one `error:` line a refused command printed (with `note:` lines beside it unless `notes_allowed` is
+    False), and no traceback."""
+    lines = stderr.strip().splitlines()
+    errors = [line for line in lines if not (notes_allowed and line.startswith("note: "))]
+    assert len(errors) == 1 and errors[0].startswith("error: "), lines
+    assert "Traceback" not in stderr
+    return errors[0]

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import error_line
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,11 +36,7 @@ ON_MAC = sys.platform == "darwin"
 
 
 def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    errors = [line for line in err if not line.startswith("note: ")]
-    assert len(errors) == 1 and errors[0].startswith("error: "), err
-    assert "Traceback" not in "\n".join(err)
-    return errors[0]
+    return error_line(capsys.readouterr().err)
 
 
 # ---------------------------------------------------------------- integrity

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import error_line
 from safetensors.torch import save_file
 
 import models
@@ -24,9 +25,7 @@ transformers = pytest.importorskip("transformers", reason="the Hugging Face test
 
 
 def _one_error_line(capsys) -> str:
-    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("note: ")]
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    return err[0]
+    return error_line(capsys.readouterr().err)
 
 
 def _fine_tuned(name: str, classes: int, size: int, seed: int = 0) -> dict[str, torch.Tensor]:

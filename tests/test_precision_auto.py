@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import small_hvt
+from helpers import error_line, small_hvt
 
 from deploy.cli import main
 from deploy.errors import DeployError
@@ -41,9 +41,7 @@ def _auto(model, target="onnxruntime", out=None, cache=None, **kwargs):
 
 
 def _one_error_line(capsys) -> str:
-    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("note: ")]
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    return err[0]
+    return error_line(capsys.readouterr().err)
 
 
 # ---------------------------------------------------------------- the goal

@@ -122,7 +122,9 @@ def _gate_note(parity: ParityRecord) -> str:
     """What PASS or FAIL was judged on, when not the seeded figures on the same line: an int8 engine with a labelled
     set is gated on the images (next line), its seeded cosine (0.88 on one OpenVINO int8 digits engine) only
     recorded."""
-    if parity.gate is None or parity.gate == "seeded inputs":
+    from deploy.export.gate import SEEDED_GATE
+
+    if parity.gate is None or parity.gate == SEEDED_GATE:
         return ""
     return f" (gate: {parity.gate})"
 

@@ -17,6 +17,9 @@ from .parity import LOW_PRECISIONS, RANDOM_INT8_NOTE, TOLERANCES
 if TYPE_CHECKING:
     from .request import EngineJob
 
+# `ParityRecord.gate` when the seeded inputs alone decide, and when nothing does (random-init int8: recorded only).
+SEEDED_GATE = "seeded inputs"
+RECORDED_ONLY = "recorded only"
 FIX_HINT = "find the layer with: python -m deploy debug-precision {model} --target {target} --precision {precision}"
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -58,9 +61,9 @@ def _judged(record: ParityRecord, job: EngineJob) -> ParityRecord:
             reason = "; ".join(filter(None, [reason, miss]))
         record = replace(record, gate=gate, passed=bool(seeded) and real.passed, reason=reason)
     elif seeded_gate:
-        record = replace(record, gate="seeded inputs")
+        record = replace(record, gate=SEEDED_GATE)
     else:
-        record = replace(record, gate="recorded only", passed=True, reason=None, note=RANDOM_INT8_NOTE)
+        record = replace(record, gate=RECORDED_ONLY, passed=True, reason=None, note=RANDOM_INT8_NOTE)
     if record.passed is False and job.precision in LOW_PRECISIONS:
         hint = FIX_HINT.format(model=job.model_name, target=job.target.name, precision=job.precision)
         record = replace(record, reason=f"{record.reason}; {hint}")

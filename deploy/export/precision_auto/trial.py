@@ -25,7 +25,7 @@ from runtimes.options import RuntimeOptions
 
 from ...errors import DeployError
 from ...passes.quantize import Calibration, layer_nodes
-from ..gate import decide
+from ..gate import RECORDED_ONLY, decide
 from ..graph import prepare_onnx
 from ..verify import verify_engine
 from .candidates import QDQ_TARGETS, Recipe
@@ -156,7 +156,7 @@ def build_trial(context: SearchContext, recipe: Recipe, index: int) -> Trial:
         return Trial(recipe, job, folder, build, graph, reason=measured.skipped, error=True, build_s=built)
     record, _ = decide(measured, job)
     passed, reason = bool(record.passed), record.reason or ""
-    if record.gate == "recorded only":  # int8 without labelled images: its seeded cosine floor decides
+    if record.gate == RECORDED_ONLY:  # int8 without labelled images: its seeded cosine floor decides
         passed, reason = bool(measured.passed), measured.reason or ""
     return Trial(recipe, job, folder, build, graph, record, passed, _short(reason), build_s=built)
 
